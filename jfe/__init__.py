@@ -1,0 +1,7 @@
+"""jfe: one-tower early-fusion multimodal embeddings from vision-language models."""
+
+from jfe.embedder import Embedder, EmbedderConfig
+from jfe.formatting import EmbedInput
+
+__version__ = "0.1.0"
+__all__ = ["EmbedInput", "Embedder", "EmbedderConfig", "__version__"]

@@ -1,0 +1,5 @@
+import sys
+
+from jfe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,252 @@
+"""The one-tower early-fusion embedder: a VLM whose last real token, L2-normalised, is the embedding."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoProcessor, BatchFeature
+
+from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, EmbedInput, render
+from jfe.inputs import to_embed_input
+from jfe.pooling import last_token_pool
+
+JFE_CONFIG = "jfe_config.json"
+
+
+@dataclass
+class EmbedderConfig:
+    """Settings saved beside the weights in ``jfe_config.json``."""
+
+    max_text_tokens: int = field(
+        default=512, metadata={"help": "text longer than this many tokens is cut before the prompt is added"}
+    )
+    prompts: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "named instructions, exported as sentence-transformers prompts (e.g. 'query')"},
+    )
+    base_model: str | None = field(default=None, metadata={"help": "the checkpoint this model was trained from"})
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> EmbedderConfig:
+        path = Path(folder) / JFE_CONFIG
+        if not path.is_file():
+            return cls()
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def attention_implementation(device: torch.device, dtype: torch.dtype) -> str:
+    """flash-attn 2 where it can run (CUDA, half precision, package installed), sdpa otherwise."""
+    half = dtype in (torch.float16, torch.bfloat16)
+    if device.type == "cuda" and half and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def _as_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return default_dtype(device)
+    if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16'")
+        return getattr(torch, dtype)
+    return dtype
+
+
+class Embedder(torch.nn.Module):
+    """Wraps a Hugging Face VLM (its base model, no LM head) and its processor.
+
+    The same object embeds for training (``forward`` on collated features, with gradients) and for
+    inference (``encode`` on raw inputs), so both format inputs identically.
+    """
+
+    def __init__(self, model: torch.nn.Module, processor: Any, config: EmbedderConfig | None = None):
+        super().__init__()
+        self.model = model
+        self.processor = processor
+        self.processor.chat_template = EMBEDDING_CHAT_TEMPLATE
+        self.config = config or EmbedderConfig()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        **model_kwargs: Any,
+    ) -> Embedder:
+        """Load an image-text-to-text checkpoint folder (or one jfe saved) with its processor."""
+        path = os.fspath(path)
+        device = torch.device(device) if device is not None else default_device()
+        dtype = _as_dtype(dtype, device)
+        model_kwargs.setdefault("attn_implementation", attention_implementation(device, dtype))
+        processor = AutoProcessor.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, dtype=dtype, **model_kwargs)
+        config = EmbedderConfig.load(path)
+        if config.base_model is None:
+            config.base_model = path
+        embedder = cls(model, processor, config)
+        if "device_map" not in model_kwargs and "quantization_config" not in model_kwargs:
+            embedder.to(device)
+        return embedder.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dimension(self) -> int:
+        return self.model.get_input_embeddings().embedding_dim
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    def collate(self, items: Sequence[EmbedInput], instructions: Sequence[str | None]) -> BatchFeature:
+        """One processor call for the whole batch; images are consumed in placeholder order."""
+        texts = render(self.processor, list(items), list(instructions), self.config.max_text_tokens)
+        images = [item.image for item in items if item.image is not None]
+        return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+
+    def tokenize(self, inputs: Sequence[Any], instruction: str | Sequence[str | None] | None = None) -> BatchFeature:
+        """Raw inputs (as ``encode`` takes them) -> model-ready features for one batch."""
+        items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
+        return self.collate(items, _per_input(instruction, len(items)))
+
+    def forward(self, **features: torch.Tensor) -> torch.Tensor:
+        """Collated features -> (batch, dim) L2-normalised float32 embeddings (differentiable)."""
+        device = self.device
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        # input_ids are always passed so the model recomputes its rope offsets instead of reusing
+        # ones cached from the previous forward.
+        out = self.model(**features, use_cache=False, return_dict=True)
+        pooled = last_token_pool(out.last_hidden_state, features["attention_mask"])
+        return F.normalize(pooled.float(), dim=-1)
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        inputs: Sequence[Any],
+        instruction: str | Sequence[str | None] | None = None,
+        batch_size: int = 32,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed texts, images or image+text dicts; returns (N, D) float32, L2-normalised rows.
+
+        ``instruction`` is one task instruction for every input (queries) or one per input.
+        """
+        items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
+        instructions = _per_input(instruction, len(items))
+        out = np.zeros((len(items), self.dimension), dtype=np.float32)
+        # Batches of similar length waste less compute on padding; pooling is batch-independent,
+        # so the order does not change any embedding.
+        order = sorted(range(len(items)), key=lambda i: _length_key(items[i], instructions[i]))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        for idx in tqdm(batches, desc="encode", disable=not show_progress):
+            features = self.collate([items[i] for i in idx], [instructions[i] for i in idx])
+            out[idx] = self(**features).cpu().numpy()
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write weights, processor (with the embedding chat template), jfe and sentence-transformers
+        configs into ``path``, atomically: the folder appears complete or not at all."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            self.model.save_pretrained(tmp)
+            self.processor.save_pretrained(tmp)
+            (tmp / JFE_CONFIG).write_text(json.dumps(asdict(self.config), indent=2))
+            write_sentence_transformers_config(tmp, self.dimension, self.config.prompts)
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        return out
+
+
+def _per_input(instruction: str | Sequence[str | None] | None, n: int) -> list[str | None]:
+    if instruction is None or isinstance(instruction, str):
+        return [instruction] * n
+    instructions = list(instruction)
+    if len(instructions) != n:
+        raise ValueError(f"got {len(instructions)} instructions for {n} inputs")
+    return instructions
+
+
+def _length_key(item: EmbedInput, instruction: str | None) -> int:
+    return len(item.text or "") + len(instruction or "") + (10_000 if item.image is not None else 0)
+
+
+def write_sentence_transformers_config(folder: Path, dimension: int, prompts: dict[str, str]) -> None:
+    """Files that make ``SentenceTransformer(folder)`` rebuild the same pipeline: the VLM's chat
+    template for formatting, last-token pooling, L2 normalisation, and the instructions as prompts."""
+    forward = {"method": "forward", "method_output_name": "last_hidden_state"}
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+        },
+        {
+            "idx": 2,
+            "name": "2",
+            "path": "2_Normalize",
+            "type": "sentence_transformers.base.modules.normalize.Normalize",
+        },
+    ]
+    st_module = {
+        "transformer_task": "feature-extraction",
+        "modality_config": {
+            "text": forward,
+            "image": forward,
+            "message": {**forward, "format": "structured"},
+        },
+        "module_output_name": "token_embeddings",
+    }
+    files = {
+        "modules.json": modules,
+        "sentence_bert_config.json": st_module,
+        "config_sentence_transformers.json": {
+            "model_type": "SentenceTransformer",
+            "prompts": {"document": "", **prompts},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
+        "1_Pooling/config.json": {
+            "embedding_dimension": dimension,
+            "pooling_mode": "lasttoken",
+            "include_prompt": True,
+        },
+        "2_Normalize/config.json": {},
+    }
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(content, indent=2))

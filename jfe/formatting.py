@@ -1,0 +1,89 @@
+"""The one place where an input becomes the token sequence the model embeds.
+
+Training, ``Embedder.encode``, the export CLI and sentence-transformers all go through
+``EMBEDDING_CHAT_TEMPLATE``: jfe installs it on the processor and saves it with the model, so any
+client that applies the model's chat template gets exactly the tokens jfe trained on::
+
+    <|im_start|>user
+    <|vision_start|><|image_pad|><|vision_end|>{instruction} {text}
+    Summarize above image and sentence in one word:<|im_end|>
+    <|im_start|>assistant
+
+A system message carries the task instruction: that is how sentence-transformers passes a
+``prompt``, and jfe builds the same messages, so both paths render identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+# Qwen2-VL, Qwen2.5-VL and Qwen3-VL share ChatML and these vision markers, so one template serves
+# the whole family. The assistant turn is always opened (whatever ``add_generation_prompt`` says):
+# the embedding is read from its first position, and clients must not be able to forget it.
+EMBEDDING_CHAT_TEMPLATE = (
+    "{%- set ns = namespace(instruction='', text='', images=0) -%}"
+    "{%- for message in messages -%}"
+    "{%- set parts = [{'type': 'text', 'text': message['content']}] if message['content'] is string"
+    " else message['content'] -%}"
+    "{%- for part in parts -%}"
+    "{%- if part['type'] == 'text' and message['role'] == 'system' -%}"
+    "{%- set ns.instruction = (ns.instruction ~ ' ' ~ part['text']) | trim -%}"
+    "{%- elif part['type'] == 'text' -%}"
+    "{%- set ns.text = (ns.text ~ ' ' ~ part['text']) | trim -%}"
+    "{%- elif part['type'] == 'image' -%}"
+    "{%- set ns.images = ns.images + 1 -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endfor -%}"
+    "{%- if ns.images and ns.text -%}{%- set what = 'image and sentence' -%}"
+    "{%- elif ns.images -%}{%- set what = 'image' -%}"
+    "{%- else -%}{%- set what = 'sentence' -%}{%- endif -%}"
+    "<|im_start|>user\n"
+    "{% for _ in range(ns.images) %}<|vision_start|><|image_pad|><|vision_end|>{% endfor -%}"
+    "{{ (ns.instruction ~ ' ' ~ ns.text) | trim }}\n"
+    "Summarize above {{ what }} in one word:<|im_end|>\n"
+    # Inside an expression: Jinja drops a template's final literal newline.
+    "{{ '<|im_start|>assistant\\n' }}"
+)
+
+
+@dataclass
+class EmbedInput:
+    """One thing to embed: text, an image, or both (never neither)."""
+
+    text: str | None = None
+    image: Image.Image | None = None
+
+
+def build_messages(item: EmbedInput, instruction: str | None = None) -> list[dict]:
+    """Chat messages for one input, in the shape sentence-transformers builds too."""
+    content: list[dict] = []
+    if item.image is not None:
+        content.append({"type": "image", "image": item.image})
+    if item.text:
+        content.append({"type": "text", "text": item.text})
+    messages = [{"role": "user", "content": content}]
+    if instruction:
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": instruction}]})
+    return messages
+
+
+def truncate_text(tokenizer, text: str, max_tokens: int) -> str:
+    """Cut ``text`` to ``max_tokens`` tokens. Done on the content, before the template adds the
+    prompt, so the prompt and the pooled token are never cut."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text
+    return tokenizer.decode(ids[:max_tokens])
+
+
+def render(processor, items: list[EmbedInput], instructions: list[str | None], max_text_tokens: int) -> list[str]:
+    """Prompt strings for a batch (image placeholders not yet expanded)."""
+    rendered = []
+    for item, instruction in zip(items, instructions, strict=True):
+        if item.text:
+            item = EmbedInput(truncate_text(processor.tokenizer, item.text, max_text_tokens), item.image)
+        rendered.append(processor.apply_chat_template(build_messages(item, instruction), tokenize=False))
+    return rendered

@@ -1,0 +1,180 @@
+"""Build a randomly initialised, tiny Qwen2-VL-family checkpoint with no network access.
+
+Tests, the CPU demo and the tiny recipes all start from such a folder. It is a real Hugging Face
+checkpoint (config, safetensors weights, tokenizer, image/video processor, chat template), laid out
+exactly like a downloaded Qwen2-VL, so every jfe code path runs on it unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    PreTrainedTokenizerFast,
+    Qwen2VLImageProcessor,
+    Qwen2VLProcessor,
+    Qwen2VLVideoProcessor,
+)
+
+ARCHS = ("qwen2_vl", "qwen2_5_vl")
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+# The generative ChatML template a Qwen2-VL checkpoint ships with (simplified to what the tiny
+# model needs). jfe replaces it with its embedding template when it loads a checkpoint.
+GENERATIVE_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Words the tokenizer should know as whole tokens: the embedding prompt, instruction phrasing and
+# the vocabulary of the digits benchmark. Anything else still tokenizes, byte by byte.
+_CORPUS = """
+Summarize above image and sentence in one word: Summarize above image in one word:
+Summarize above sentence in one word: user assistant system
+Retrieve an image of the handwritten digit described. Retrieve the name of the digit shown.
+Find another handwriting of the same digit. Find the caption that matches the image and the colour.
+Find the handwritten digit after the described transformation.
+Represent the given image with the following question. Identify the image showcased in the text.
+Retrieve a fashion image that matches the description. Find a Wikipedia paragraph that answers.
+a handwritten zero one two three four five six seven eight nine
+digit 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20
+red green blue yellow orange purple black white pink brown grey
+rotated mirrored inverted flipped upside down rotated by ninety degrees
+a photo of a dog cat bird car the quick brown fox jumps over the lazy dog
+what is shown in this picture which colour is the ink more than less than plus minus
+"""
+
+
+def build_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained locally, with Qwen's special tokens."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    lines = [line for line in _CORPUS.splitlines() if line.strip()]
+    tok.train_from_iterator(lines * 20, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        model_max_length=4096,
+    )
+
+
+def _configs(arch: str, tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> dict:
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    heads = 4
+    head_dim = hidden // heads
+    # mrope splits head_dim/2 rotary frequencies across (temporal, height, width).
+    quarter = head_dim // 2 // 4
+    mrope_section = [head_dim // 2 - 2 * quarter, quarter, quarter]
+    special = {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
+        **special,
+    }
+    vision_config = {
+        "depth": 2,
+        "hidden_size": hidden,
+        "num_heads": 4,
+        "patch_size": 4,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "in_channels": 3,
+    }
+    if arch == "qwen2_vl":
+        vision_config.update({"embed_dim": hidden, "mlp_ratio": 2})
+    else:
+        vision_config.update(
+            {
+                "intermediate_size": hidden * 2,
+                "out_hidden_size": hidden,
+                "window_size": 16,
+                "fullatt_block_indexes": [1],
+            }
+        )
+    return {
+        "text_config": text_config,
+        "vision_config": vision_config,
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+        "tie_word_embeddings": False,
+        **special,
+    }
+
+
+def build_tiny_model(
+    out_dir: str | os.PathLike,
+    arch: str = "qwen2_vl",
+    seed: int = 0,
+    hidden: int = 64,
+    layers: int = 2,
+) -> Path:
+    """Write a random-init tiny VLM checkpoint to ``out_dir`` (atomically) and return its path."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    out = Path(out_dir)
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    config = AutoConfig.for_model(arch, **_configs(arch, tokenizer, hidden, layers))
+    model = AutoModelForImageTextToText.from_config(config)
+    # Small images keep the visual token count (and the CPU cost) low: 8x8 to 32x32 pixels.
+    pixels = {"min_pixels": 8 * 8, "max_pixels": 32 * 32, "patch_size": 4, "merge_size": 2}
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**pixels),
+        video_processor=Qwen2VLVideoProcessor(**pixels),
+        tokenizer=tokenizer,
+        chat_template=GENERATIVE_CHAT_TEMPLATE,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out

@@ -1,0 +1,54 @@
+import pytest
+from transformers import AutoProcessor
+
+from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, EmbedInput, build_messages, render, truncate_text
+from tests.conftest import make_image
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir):
+    proc = AutoProcessor.from_pretrained(tiny_model_dir)
+    proc.chat_template = EMBEDDING_CHAT_TEMPLATE
+    return proc
+
+
+def _render(processor, item, instruction=None):
+    return render(processor, [item], [instruction], max_text_tokens=512)[0]
+
+
+def test_prompt_names_the_modality_and_puts_the_image_first(processor):
+    img = make_image(0)
+    assert _render(processor, EmbedInput(text="a red seven")) == (
+        "<|im_start|>user\na red seven\nSummarize above sentence in one word:<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert _render(processor, EmbedInput(image=img)) == (
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>\n"
+        "Summarize above image in one word:<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert _render(processor, EmbedInput(text="rotated", image=img), "Find the digit.") == (
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Find the digit. rotated\n"
+        "Summarize above image and sentence in one word:<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_instruction_is_a_system_message_as_sentence_transformers_sends_it():
+    messages = build_messages(EmbedInput(text="q"), "Find it.")
+    assert messages[0] == {"role": "system", "content": [{"type": "text", "text": "Find it."}]}
+    assert messages[1]["content"] == [{"type": "text", "text": "q"}]
+
+
+def test_flat_string_content_renders_like_structured(processor):
+    flat = [{"role": "system", "content": "Find it."}, {"role": "user", "content": "q"}]
+    structured = build_messages(EmbedInput(text="q"), "Find it.")
+    assert processor.apply_chat_template(flat, tokenize=False) == processor.apply_chat_template(
+        structured, tokenize=False
+    )
+
+
+def test_truncation_cuts_content_and_keeps_prompt(processor):
+    long_text = "seven " * 400
+    cut = truncate_text(processor.tokenizer, long_text, 20)
+    assert len(processor.tokenizer(cut, add_special_tokens=False)["input_ids"]) == 20
+    rendered = render(processor, [EmbedInput(text=long_text)], [None], max_text_tokens=20)[0]
+    assert rendered.endswith("Summarize above sentence in one word:<|im_end|>\n<|im_start|>assistant\n")
+    assert truncate_text(processor.tokenizer, "short", 20) == "short"

@@ -1,0 +1,24 @@
+"""Write a randomly initialised tiny Qwen2-VL-family checkpoint folder, offline.
+
+python tools/make_tiny_model.py OUT_DIR [--arch qwen2_vl|qwen2_5_vl] [--seed N]
+"""
+
+import argparse
+
+from jfe.tiny import ARCHS, build_tiny_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir")
+    parser.add_argument("--arch", choices=ARCHS, default="qwen2_vl")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden", type=int, default=64, help="hidden size of the LLM and the vision tower")
+    parser.add_argument("--layers", type=int, default=2, help="number of LLM layers")
+    args = parser.parse_args()
+    path = build_tiny_model(args.out_dir, arch=args.arch, seed=args.seed, hidden=args.hidden, layers=args.layers)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
