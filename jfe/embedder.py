@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor, BatchFeature
 
-from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, EmbedInput, render
+from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, EmbedInput, tokenize_batch
 from jfe.inputs import to_embed_input
 from jfe.pooling import last_token_pool
 
@@ -126,10 +126,8 @@ class Embedder(torch.nn.Module):
         return self.processor.tokenizer
 
     def collate(self, items: Sequence[EmbedInput], instructions: Sequence[str | None]) -> BatchFeature:
-        """One processor call for the whole batch; images are consumed in placeholder order."""
-        texts = render(self.processor, list(items), list(instructions), self.config.max_text_tokens)
-        images = [item.image for item in items if item.image is not None]
-        return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        """One processor call for the whole batch (see :func:`jfe.formatting.tokenize_batch`)."""
+        return tokenize_batch(self.processor, list(items), list(instructions), self.config.max_text_tokens)
 
     def tokenize(self, inputs: Sequence[Any], instruction: str | Sequence[str | None] | None = None) -> BatchFeature:
         """Raw inputs (as ``encode`` takes them) -> model-ready features for one batch."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PIL import Image
+from transformers import BatchFeature
 
 # Qwen2-VL, Qwen2.5-VL and Qwen3-VL share ChatML and these vision markers, so one template serves
 # the whole family. The assistant turn is always opened (whatever ``add_generation_prompt`` says):
@@ -87,3 +88,12 @@ def render(processor, items: list[EmbedInput], instructions: list[str | None], m
             item = EmbedInput(truncate_text(processor.tokenizer, item.text, max_text_tokens), item.image)
         rendered.append(processor.apply_chat_template(build_messages(item, instruction), tokenize=False))
     return rendered
+
+
+def tokenize_batch(
+    processor, items: list[EmbedInput], instructions: list[str | None], max_text_tokens: int
+) -> BatchFeature:
+    """One processor call for a whole batch; images are consumed in placeholder order."""
+    texts = render(processor, items, instructions, max_text_tokens)
+    images = [item.image for item in items if item.image is not None]
+    return processor(text=texts, images=images or None, padding=True, return_tensors="pt")

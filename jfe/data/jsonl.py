@@ -1,0 +1,70 @@
+"""JSONL loading through `datasets`, with errors that point at ``file:line``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import datasets
+
+
+class DataFormatError(ValueError):
+    """A data file that cannot be read as documented; the message names ``file:line``."""
+
+
+def find_bad_line(path: str | os.PathLike, required: Iterable[str] = ()) -> str | None:
+    """Scan ``path`` line by line; describe the first line that is not a JSON object with ``required``."""
+    required = list(required)
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                return f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})"
+            if not isinstance(obj, dict):
+                return f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+            missing = [key for key in required if key not in obj]
+            if missing:
+                return f"{path}:{lineno}: missing key(s) {missing}"
+    return None
+
+
+def load_jsonl(
+    path: str | os.PathLike, required: Iterable[str] = (), streaming: bool = False
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Load a JSONL file as a `datasets` table (memory-mapped Arrow, or streamed for huge pools).
+
+    Malformed lines and missing keys raise :class:`DataFormatError` naming ``file:line``.
+    """
+    path = Path(path)
+    required = list(required)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    try:
+        table = datasets.load_dataset("json", data_files=str(path), split="train", streaming=streaming)
+        columns = table.column_names if not streaming else None
+    except Exception as err:  # datasets wraps parser errors in several types; locate the line ourselves
+        problem = find_bad_line(path, required)
+        raise DataFormatError(problem or f"{path}: cannot be read as JSONL ({err})") from err
+    if columns is not None and any(key not in columns for key in required):
+        problem = find_bad_line(path, required)
+        raise DataFormatError(problem or f"{path}: missing column(s) {[k for k in required if k not in columns]}")
+    if columns is not None and len(table) == 0:
+        raise DataFormatError(f"{path}: no records")
+    return table
+
+
+def line_of_row(path: str | os.PathLike, row: int) -> int:
+    """1-based line number of the ``row``-th record (blank lines are skipped by the loader)."""
+    seen = -1
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if line.strip():
+                seen += 1
+                if seen == row:
+                    return lineno
+    return row + 1
