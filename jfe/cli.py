@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 # so `jfe --help` stays fast and a GPU-only dependency never breaks an unrelated command.
 COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "run the built-in CPU demo end to end", "jfe.demo"),
+    ("train", "train stage 1 or 2 from a YAML recipe", "jfe.train.__main__"),
 ]
 
 

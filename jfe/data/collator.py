@@ -20,24 +20,33 @@ DUMMY_IMAGE = Image.new("RGB", (28, 28))
 
 
 class ContrastiveCollator:
-    """Queries (with instructions) in one processor call, candidates (positives first, then every
-    query's hard negatives; no instructions) in another.
+    """Queries (with instructions) and candidates (positives first, then every query's hard
+    negatives; no instructions), each side in one processor call, or one call per chunk of
+    ``chunk_size`` rows when GradCache is on.
 
-    Output keys: ``query`` and ``candidates`` (features, each possibly with one trailing dummy row),
-    ``num_queries`` and ``num_candidates`` (the real rows), ``qids``.
+    Output keys: ``query`` and ``candidates`` (lists of chunk features; a chunk without any image
+    gets one trailing dummy-image row), ``query_counts`` and ``candidate_counts`` (real rows per
+    chunk), ``qids``.
     """
 
-    def __init__(self, processor, max_text_tokens: int = 512, dummy_image: bool = True):
+    def __init__(self, processor, max_text_tokens: int = 512, dummy_image: bool = True, chunk_size: int = 0):
         self.processor = processor
         self.max_text_tokens = max_text_tokens
         self.dummy_image = dummy_image
+        self.chunk_size = chunk_size
         self.skipped: Counter[str] = Counter()
 
-    def _side(self, items: list[EmbedInput], instructions: list[str | None]):
+    def _features(self, items: list[EmbedInput], instructions: list[str | None]):
         if self.dummy_image and all(item.image is None for item in items):
             items = [*items, EmbedInput(image=DUMMY_IMAGE)]
             instructions = [*instructions, None]
         return tokenize_batch(self.processor, items, instructions, self.max_text_tokens)
+
+    def _side(self, items: list[EmbedInput], instructions: list[str | None]) -> tuple[list, list[int]]:
+        size = self.chunk_size or len(items)
+        starts = range(0, len(items), size)
+        chunks = [self._features(items[i : i + size], instructions[i : i + size]) for i in starts]
+        return chunks, [len(items[i : i + size]) for i in starts]
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         kept = []
@@ -52,10 +61,12 @@ class ContrastiveCollator:
             raise ValueError("every example of this batch was skipped as bad input")
         queries = [e["query"] for e in kept]
         candidates = [e["positive"] for e in kept] + [n for e in kept for n in e["negatives"]]
+        query_chunks, query_counts = self._side(queries, [e["instruction"] for e in kept])
+        cand_chunks, cand_counts = self._side(candidates, [None] * len(candidates))
         return {
-            "query": self._side(queries, [e["instruction"] for e in kept]),
-            "candidates": self._side(candidates, [None] * len(candidates)),
-            "num_queries": len(queries),
-            "num_candidates": len(candidates),
+            "query": query_chunks,
+            "candidates": cand_chunks,
+            "query_counts": query_counts,
+            "candidate_counts": cand_counts,
             "qids": [e["qid"] for e in kept],
         }

@@ -51,18 +51,18 @@ def test_collator_layout_and_dummy_image(mbeir_root, embedder):
     ds = _dataset(mbeir_root, names=("toy_t2i",), num_negatives=1)
     collate = ContrastiveCollator(embedder.processor)
     batch = collate([ds[(0, 0)], ds[(1, 0)]])
-    assert batch["num_queries"] == 2 and batch["num_candidates"] == 4
+    assert batch["query_counts"] == [2] and batch["candidate_counts"] == [4]
+    (query,), (cands,) = batch["query"], batch["candidates"]
     # text-only queries get one trailing dummy-image row so the vision tower always runs
-    assert batch["query"]["input_ids"].shape[0] == 3
-    assert "pixel_values" in batch["query"]
+    assert query["input_ids"].shape[0] == 3
+    assert "pixel_values" in query
     # image candidates need no dummy
-    assert batch["candidates"]["input_ids"].shape[0] == 4
+    assert cands["input_ids"].shape[0] == 4
+    plain = ContrastiveCollator(embedder.processor, dummy_image=False)([ds[(0, 0)], ds[(1, 0)]])["query"][0]
+    assert "pixel_values" not in plain
     with torch.no_grad():
-        with_dummy = embedder(**batch["query"])[:2]
-        without = embedder(
-            **ContrastiveCollator(embedder.processor, dummy_image=False)([ds[(0, 0)], ds[(1, 0)]])["query"]
-        )
-    assert "pixel_values" not in ContrastiveCollator(embedder.processor, dummy_image=False)([ds[(0, 0)]])["query"]
+        with_dummy = embedder(**query)[:2]
+        without = embedder(**plain)
     assert np.abs((with_dummy - without).numpy()).max() <= 1e-5
 
 
@@ -71,9 +71,9 @@ def test_collator_truncates_content_not_prompt(mbeir_root, embedder):
     example = ds[(0, 0)]
     example["query"].text = "seven " * 300
     batch = ContrastiveCollator(embedder.processor, max_text_tokens=16)([example])
-    decoded = embedder.tokenizer.decode(batch["query"]["input_ids"][0], skip_special_tokens=False)
+    decoded = embedder.tokenizer.decode(batch["query"][0]["input_ids"][0], skip_special_tokens=False)
     assert decoded.rstrip("\n").endswith("one word:<|im_end|>\n<|im_start|>assistant")
-    assert int(batch["query"]["attention_mask"][0].sum()) < 60
+    assert int(batch["query"][0]["attention_mask"][0].sum()) < 60
 
 
 def test_bad_images_fail_with_path_or_are_skipped_and_counted(mbeir_root, embedder):
@@ -88,7 +88,7 @@ def test_bad_images_fail_with_path_or_are_skipped_and_counted(mbeir_root, embedd
     collate = ContrastiveCollator(embedder.processor)
     batch = collate([lenient[(i, 0)] for i in range(4) if i != 1])
     assert batch["qids"] == ["1:1", "3:1"]
-    assert batch["num_candidates"] == 3  # two positives + 3:1's negative; 1:1's corrupt negative dropped
+    assert batch["candidate_counts"] == [3]  # two positives + 3:1's negative; 1:1's corrupt negative dropped
     assert collate.skipped == {"examples": 1, "negatives": 1}
 
 
@@ -98,3 +98,12 @@ def test_mimic_applies_to_the_chosen_side(mbeir_root):
     assert ex["query"].text is None and ex["query"].image is not None
     untouched = _dataset(mbeir_root, names=("toy_it2i",))[(0, 0)]
     assert untouched["query"].text == "rotated"
+
+
+def test_chunks_for_gradcache(mbeir_root, embedder):
+    ds = _dataset(mbeir_root, num_negatives=1)
+    batch = ContrastiveCollator(embedder.processor, chunk_size=3)([ds[(i, 0)] for i in range(4)])
+    assert batch["query_counts"] == [3, 1]
+    assert batch["candidate_counts"] == [3, 3, 2]
+    # every chunk runs the vision tower: chunks without an image carry the dummy row
+    assert all("pixel_values" in chunk for chunk in batch["query"] + batch["candidates"])

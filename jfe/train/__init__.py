@@ -1,0 +1,1 @@
+"""Two-stage contrastive training (post-training adaptation, then instruction tuning)."""

@@ -1,0 +1,179 @@
+"""Every training option, as a typed and documented dataclass field.
+
+A recipe (plain YAML) sets fields by name; ``key=value`` arguments on the command line win over
+the recipe. ``jfe train --help-config`` prints this table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train, where to write it
+    model: str = _f("", "starting checkpoint folder (or builtin:tiny for the offline tiny Qwen2-VL)")
+    output_dir: str = _f("", "where checkpoints and the final model go")
+    stage: str = _f("adapt", "adapt (stage 1, post-training adaptation) or instruct (stage 2, instruction tuning)")
+
+    # --- data
+    data_format: str = _f("mbeir", "mbeir (UniIR layout) or pairs (jfe pair JSONL)")
+    mbeir_root: str = _f("", "M-BEIR root folder, or builtin:digits for the offline digits benchmark")
+    datasets: list = field(
+        default_factory=list, metadata={"help": "M-BEIR dataset names to train on (empty: every dataset of the split)"}
+    )
+    split: str = _f("train", "M-BEIR split to train on")
+    pool: str = _f("global", "candidate pool: global (union) or local (each dataset's own)")
+    pairs_files: list = field(default_factory=list, metadata={"help": "pair-format JSONL files (data_format: pairs)"})
+    images_root: str = _f("", "folder image paths are relative to (default: the M-BEIR root / the file's folder)")
+    use_instructions: bool = _f(True, "prepend the task instruction to queries (M-BEIR instructions TSV)")
+    task_weights: dict = field(
+        default_factory=dict, metadata={"help": "sampling weight per dataset (empty: proportional to size)"}
+    )
+    num_negatives: int = _f(0, "hard negatives per query, from neg_cand_list or negatives_file")
+    negatives_file: str = _f("", "mined negatives JSONL (jfe mine) used instead of neg_cand_list")
+    fill_random_negatives: bool = _f(True, "top up missing hard negatives with random same-dataset candidates")
+    skip_bad_inputs: bool = _f(False, "skip and count examples with missing/corrupt images instead of failing")
+    max_text_tokens: int = _f(512, "text is cut to this many tokens before the prompt is added")
+    caption_dropout: float = _f(0.0, "MiMIC: probability of dropping the text of an image+text input")
+    modality_mixin: float = _f(0.0, "MiMIC: probability of replacing an image+text input by a one-modality view")
+    mimic_apply_to: str = _f("both", "MiMIC options apply to: query, candidate or both")
+
+    # --- loss
+    temperature: float = _f(0.05, "InfoNCE temperature (initial value when learnable)")
+    learn_temperature: bool = _f(False, "learn the temperature, clamped to [temperature_min, 1]")
+    temperature_min: float = _f(0.01, "lower bound of a learnable temperature")
+    gather_across_ranks: bool = _f(True, "use every rank's candidates as negatives (all-gather with gradient)")
+    gradcache_chunk_size: int = _f(0, "GradCache: embed in chunks of this size (0: off)")
+
+    # --- what trains
+    trainable: str = _f("lora", "lora (adapters on the LLM), full (the whole LLM) or none")
+    train_vision: bool = _f(False, "also train the vision tower (full mode)")
+    lora_r: int = _f(16, "LoRA rank")
+    lora_alpha: int = _f(32, "LoRA alpha")
+    lora_dropout: float = _f(0.05, "LoRA dropout")
+    lora_target: str = _f(
+        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        "regex (full match) of module names that get LoRA adapters",
+    )
+    quantization: str = _f("", "nf4 for QLoRA (bitsandbytes 4-bit base weights); empty for none")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
+    dtype: str = _f("float32", "weights dtype: float32, bfloat16 or float16")
+
+    # --- optimisation (handed to transformers.TrainingArguments)
+    per_device_batch_size: int = _f(8, "queries per rank per step (global batch = this x ranks)")
+    learning_rate: float = _f(1e-4, "peak learning rate")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    warmup_ratio: float = _f(0.0, "fraction of steps spent warming up")
+    lr_scheduler_type: str = _f("linear", "transformers scheduler name")
+    max_steps: int = _f(-1, "total optimiser steps (-1: use num_epochs)")
+    num_epochs: float = _f(1.0, "epochs when max_steps is -1")
+    logging_steps: int = _f(10, "log the loss every N steps")
+    save_steps: int = _f(500, "write a resumable checkpoint every N steps")
+    save_total_limit: int = _f(2, "keep at most N checkpoints")
+    seed: int = _f(0, "seeds model init, sampling and augmentation")
+    dataloader_num_workers: int = _f(0, "DataLoader worker processes (image decoding)")
+    deepspeed: str = _f("", "DeepSpeed JSON config (set by --deepspeed)")
+    resume: bool = _f(False, "continue from the newest checkpoint in output_dir")
+    report_to: str = _f("none", "transformers report_to (none, tensorboard, wandb, ...)")
+
+    def validate(self) -> None:
+        if not self.model:
+            raise ValueError("model is not set: give model=PATH on the command line or in the recipe")
+        if not self.output_dir:
+            raise ValueError("output_dir is not set: give output_dir=PATH on the command line or in the recipe")
+        choices = {
+            "stage": ("adapt", "instruct"),
+            "data_format": ("mbeir", "pairs"),
+            "pool": ("global", "local"),
+            "trainable": ("lora", "full", "none"),
+            "quantization": ("", "nf4"),
+            "mimic_apply_to": ("query", "candidate", "both"),
+            "dtype": ("float32", "bfloat16", "float16"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
+        if self.data_format == "mbeir" and not self.mbeir_root:
+            raise ValueError("data_format mbeir needs mbeir_root")
+        if self.data_format == "pairs" and not self.pairs_files:
+            raise ValueError("data_format pairs needs pairs_files")
+        if self.quantization and self.trainable != "lora":
+            raise ValueError("quantization (QLoRA) trains adapters only: set trainable=lora")
+        if self.quantization and self.deepspeed and deepspeed_stage(self.deepspeed) == 3:
+            raise ValueError(
+                f"QLoRA ({self.quantization}) cannot run under ZeRO-3 ({self.deepspeed}): 4-bit weights cannot "
+                "be partitioned across ranks. Use deepspeed_configs/zero2.json, or drop quantization."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def deepspeed_stage(path: str) -> int:
+    config = json.loads(Path(path).read_text())
+    return int(config.get("zero_optimization", {}).get("stage", 0))
+
+
+def _coerce(name: str, raw: Any, kind: type) -> Any:
+    if kind is bool and isinstance(raw, str):
+        raw = yaml.safe_load(raw)
+    if kind in (list, dict) and isinstance(raw, str):
+        raw = yaml.safe_load(raw) if raw else kind()
+    try:
+        value = kind(raw) if raw is not None else kind()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"option {name}: cannot read {raw!r} as {kind.__name__}") from err
+    if kind is bool and not isinstance(raw, bool):
+        raise ValueError(f"option {name}: expected true or false, got {raw!r}")
+    return value
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Recipe YAML, then ``key=value`` overrides; unknown keys are errors that name the key."""
+    values: dict[str, Any] = {}
+    if path:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a recipe is a YAML mapping of option: value")
+        values.update(loaded)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        values[key.strip()] = raw
+    hints = typing.get_type_hints(TrainConfig)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f" in {path}" if path else ""
+        raise ValueError(f"unknown option(s){where}: {', '.join(unknown)} (see jfe train --help-config)")
+    kwargs = {}
+    for key, raw in values.items():
+        kind = hints[key]
+        kind = typing.get_origin(kind) or kind
+        kwargs[key] = _coerce(key, raw, kind)
+    return TrainConfig(**kwargs)
+
+
+def describe() -> str:
+    """The option table for ``--help-config``."""
+    lines = []
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(
+            f"  {f.name:<24} {typing.get_type_hints(TrainConfig)[f.name].__name__:<6} "
+            f"(default {default!r})\n      {f.metadata['help']}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""GradCache (Gao et al., 2021): the gradients of a large contrastive batch at the memory of one chunk.
+
+1. Embed every chunk without building graphs.
+2. Compute the loss on those embeddings (gathered across ranks like the plain path, with the same
+   temperature) and its gradient with respect to each embedding.
+3. When the trainer calls ``backward`` on the returned loss, re-embed each chunk with a graph,
+   under the random state it had in step 1 (same dropout masks), and backpropagate the cached
+   gradients into the model.
+
+The trainer sees one forward and one backward per step, as with the plain path, so gradient
+accumulation, loss scaling and the optimiser step are untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+import torch
+
+from jfe.train.loss import contrastive_loss
+
+
+@contextmanager
+def _replayed_rng(state: tuple[torch.Tensor, list[torch.Tensor]]):
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.set_rng_state(state[0])
+        if cuda:
+            torch.cuda.set_rng_state_all(state[1])
+        yield
+
+
+def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+
+
+class _Replay(torch.autograd.Function):
+    """Identity on the loss value; its backward runs the chunk replay."""
+
+    @staticmethod
+    def forward(ctx, loss_value: torch.Tensor, anchor: torch.Tensor, replay: Callable[[torch.Tensor], None]):
+        ctx.replay = replay
+        return loss_value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        ctx.replay(grad_output)
+        return None, None, None
+
+
+def _embed_without_graph(embed, chunks: Sequence, counts: Sequence[int]):
+    states, parts = [], []
+    with torch.no_grad():
+        for features, count in zip(chunks, counts, strict=True):
+            states.append(_rng_state())
+            parts.append(embed(features, count))
+    return torch.cat(parts), states
+
+
+def gradcache_loss(model, query_chunks, query_counts, cand_chunks, cand_counts) -> torch.Tensor:
+    """The contrastive loss of the whole batch; its backward pushes gradients chunk by chunk."""
+    q, q_states = _embed_without_graph(model.embed, query_chunks, query_counts)
+    c, c_states = _embed_without_graph(model.embed, cand_chunks, cand_counts)
+    q.requires_grad_(True)
+    c.requires_grad_(True)
+    temperature = model.temperature()
+    loss = contrastive_loss(q, c, temperature, gather=model.gather)
+    learn_t = temperature.requires_grad
+    grads = torch.autograd.grad(loss, [q, c, temperature] if learn_t else [q, c])
+    grad_q, grad_c = grads[0], grads[1]
+
+    def replay(grad_output: torch.Tensor) -> None:
+        for chunks, counts, states, cached in (
+            (query_chunks, query_counts, q_states, grad_q),
+            (cand_chunks, cand_counts, c_states, grad_c),
+        ):
+            start = 0
+            for features, count, state in zip(chunks, counts, states, strict=True):
+                with _replayed_rng(state), torch.enable_grad():
+                    emb = model.embed(features, count)
+                torch.autograd.backward(emb, cached[start : start + count] * grad_output)
+                start += count
+
+    anchor = torch.zeros((), device=q.device, requires_grad=True)
+    out = _Replay.apply(loss.detach(), anchor, replay)
+    if learn_t:
+        # a zero-valued term whose derivative is d loss / d temperature
+        out = out + (temperature - temperature.detach()) * grads[2]
+    return out

@@ -1,0 +1,71 @@
+"""InfoNCE over queries and candidates, with candidates gathered from every rank (with gradient).
+
+Layout of one rank's candidates: its queries' positives first (query i -> candidate i), then any
+hard negatives. All ranks' candidates become extra columns for every query, so each query sees
+in-batch negatives from the whole global batch plus every hard negative.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.distributed.nn.functional import all_gather as all_gather_with_grad
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Concatenate every rank's rows (ranks may hold different counts) and return the offset of
+    this rank's rows. Gradients flow back to each rank's own rows: the backward of the gather sums
+    the gradients every rank's loss sends to them, so averaging gradients over ranks (as DDP and
+    DeepSpeed do) yields exactly the gradient of the global mean loss; no extra world-size factor."""
+    if not distributed():
+        return x, 0
+    count = torch.tensor([x.shape[0]], device=x.device)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    counts = [int(c) for c in counts]
+    longest = max(counts)
+    padded = F.pad(x, (0, 0, 0, longest - x.shape[0])) if x.shape[0] < longest else x
+    parts = all_gather_with_grad(padded)
+    rank = dist.get_rank()
+    return torch.cat([p[:n] for p, n in zip(parts, counts, strict=True)]), sum(counts[:rank])
+
+
+def info_nce(
+    queries: torch.Tensor, candidates: torch.Tensor, temperature: torch.Tensor | float, positive_offset: int = 0
+) -> torch.Tensor:
+    """Mean cross-entropy of ``queries @ candidates.T / temperature`` with query i's positive at
+    column ``positive_offset + i``. Inputs are L2-normalised embeddings."""
+    scores = queries @ candidates.T / temperature
+    targets = torch.arange(queries.shape[0], device=queries.device) + positive_offset
+    return F.cross_entropy(scores, targets)
+
+
+def contrastive_loss(
+    queries: torch.Tensor, candidates: torch.Tensor, temperature: torch.Tensor | float, gather: bool = True
+) -> torch.Tensor:
+    """This rank's share of the global InfoNCE loss (see :func:`gather_with_grad` for the scaling)."""
+    if not gather:
+        return info_nce(queries, candidates, temperature)
+    all_candidates, offset = gather_with_grad(candidates)
+    return info_nce(queries, all_candidates, temperature, positive_offset=offset)
+
+
+class Temperature(torch.nn.Module):
+    """A fixed temperature, or a learnable one kept within [minimum, maximum] (stored as a log)."""
+
+    def __init__(self, initial: float = 0.05, learnable: bool = False, minimum: float = 0.01, maximum: float = 1.0):
+        super().__init__()
+        if not minimum <= initial <= maximum:
+            raise ValueError(f"temperature {initial} is outside [{minimum}, {maximum}]")
+        self.minimum, self.maximum = minimum, maximum
+        self.log_value = torch.nn.Parameter(torch.tensor(math.log(initial)), requires_grad=learnable)
+
+    def forward(self) -> torch.Tensor:
+        return self.log_value.exp().clamp(self.minimum, self.maximum)

@@ -1,0 +1,84 @@
+"""The trainable model: the embedder (optionally with LoRA / 4-bit base) plus the temperature.
+
+Its ``forward`` takes a collated batch and returns the loss, so the HF Trainer, DeepSpeed's engine
+and ZeRO-3's parameter gathering all see one ordinary module call.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import BitsAndBytesConfig
+
+from jfe.embedder import Embedder
+from jfe.train.config import TrainConfig
+from jfe.train.gradcache import gradcache_loss
+from jfe.train.loss import Temperature, contrastive_loss
+
+logger = logging.getLogger(__name__)
+
+
+def load_embedder(config: TrainConfig, model_path: str) -> Embedder:
+    """The starting embedder with the trainable set of ``config`` (LoRA, full LLM or nothing)."""
+    kwargs = {}
+    if config.quantization == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=getattr(torch, config.dtype),
+            bnb_4bit_use_double_quant=True,
+            # the vision tower stays in full precision: it is small and frozen
+            llm_int8_skip_modules=["visual", "lm_head"],
+        )
+    device = "cpu" if not torch.cuda.is_available() else None
+    embedder = Embedder.from_pretrained(model_path, dtype=config.dtype, device=device, **kwargs)
+    embedder.config.max_text_tokens = config.max_text_tokens
+    model = embedder.model
+    model.config.use_cache = False
+    for param in model.parameters():
+        param.requires_grad = False
+    if config.trainable == "full":
+        for name, param in model.named_parameters():
+            if config.train_vision or not name.startswith("visual"):
+                param.requires_grad = True
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if config.trainable == "lora":
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target,
+            bias="none",
+        )
+        embedder.model = get_peft_model(model, lora)
+    trainable = sum(p.numel() for p in embedder.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in embedder.parameters())
+    logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / max(total, 1))
+    return embedder
+
+
+class ContrastiveModel(torch.nn.Module):
+    def __init__(self, embedder: Embedder, config: TrainConfig):
+        super().__init__()
+        self.embedder = embedder
+        self.temperature = Temperature(
+            config.temperature, learnable=config.learn_temperature, minimum=config.temperature_min
+        )
+        self.gather = config.gather_across_ranks
+        self.chunk_size = config.gradcache_chunk_size
+
+    def embed(self, features, count: int) -> torch.Tensor:
+        """Embeddings of the first ``count`` rows (a trailing dummy-image row is dropped)."""
+        return self.embedder(**features)[:count]
+
+    def forward(self, query, candidates, query_counts, candidate_counts, **_) -> dict[str, torch.Tensor]:
+        """``query`` / ``candidates``: lists of collated chunks (one chunk unless GradCache is on)."""
+        if self.chunk_size:
+            return {"loss": gradcache_loss(self, query, query_counts, candidates, candidate_counts)}
+        q = torch.cat([self.embed(f, n) for f, n in zip(query, query_counts, strict=True)])
+        c = torch.cat([self.embed(f, n) for f, n in zip(candidates, candidate_counts, strict=True)])
+        return {"loss": contrastive_loss(q, c, self.temperature(), gather=self.gather)}

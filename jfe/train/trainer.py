@@ -1,0 +1,213 @@
+"""The training run: data from the config, the HF Trainer with jfe's batches, and the final save."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from jfe.data.collator import ContrastiveCollator
+from jfe.data.dataset import ContrastiveDataset, ExampleOptions
+from jfe.data.instructions import Instructions
+from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
+from jfe.data.mimic import MimicOptions
+from jfe.data.pairs import InMemoryPool, load_pairs
+from jfe.data.sampler import TaskBatchSampler
+from jfe.embedder import Embedder
+from jfe.train.config import TrainConfig
+from jfe.train.model import ContrastiveModel, load_embedder
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_builtin(value: str, kind: str) -> str:
+    """``builtin:tiny`` / ``builtin:digits``: the offline tiny model and benchmark, built on first use."""
+    if not value.startswith("builtin:"):
+        return value
+    from jfe.cache import cache_dir, tiny_model
+
+    name = value.split(":", 1)[1]
+    if kind == "model" and name in ("tiny", "tiny-qwen2_vl"):
+        return str(tiny_model("qwen2_vl"))
+    if kind == "model" and name == "tiny-qwen2_5_vl":
+        return str(tiny_model("qwen2_5_vl"))
+    if kind == "data" and name == "digits":
+        from jfe.data.digits import ensure_digits_mbeir
+
+        return str(ensure_digits_mbeir(cache_dir() / "digits-mbeir"))
+    raise ValueError(f"unknown builtin {value!r} for {kind}")
+
+
+def build_dataset(config: TrainConfig) -> ContrastiveDataset:
+    options = ExampleOptions(
+        num_negatives=config.num_negatives,
+        fill_random_negatives=config.fill_random_negatives,
+        skip_bad_inputs=config.skip_bad_inputs,
+        seed=config.seed,
+        mimic=MimicOptions(config.caption_dropout, config.modality_mixin, config.mimic_apply_to),
+    )
+    mined = None
+    if config.negatives_file:
+        from jfe.retrieval.mine import read_mined
+
+        mined = read_mined(config.negatives_file)
+    if config.data_format == "pairs":
+        queries, records = [], {}
+        for path in config.pairs_files:
+            qs, pool = load_pairs(path, config.images_root or None)
+            queries += qs
+            records.update({r.id: r for r in pool.records()})
+        return ContrastiveDataset(queries, InMemoryPool(records), None, mined, options)
+    root = Path(resolve_builtin(config.mbeir_root, "data"))
+    layout = MBeirLayout(root)
+    images_root = config.images_root or root
+    names = config.datasets or layout.datasets(config.split)
+    queries = [q for name in names for q in load_queries(layout.query_file(name, config.split), images_root)]
+    if config.pool == "global":
+        pool = CandidatePool.load(layout.global_pool_file(config.split), images_root)
+    else:
+        records = {}
+        for name in names:
+            local = CandidatePool.load(layout.local_pool_file(name, config.split), images_root)
+            records.update({r.id: r for r in local.records()})
+        pool = InMemoryPool(records)
+    instructions = Instructions.load(layout.instructions_file) if config.use_instructions else None
+    return ContrastiveDataset(queries, pool, instructions, mined, options)
+
+
+class EmbeddingTrainer(Trainer):
+    """The HF Trainer with task-homogeneous batches; everything else (optimiser, schedule,
+    DeepSpeed, checkpoints, resume, logging) is the Trainer's own."""
+
+    def __init__(self, *args, sampler_options: dict[str, Any], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sampler_options = sampler_options
+
+    def get_train_dataloader(self) -> DataLoader:
+        dataset: ContrastiveDataset = self.train_dataset
+        sampler = TaskBatchSampler(
+            dataset.groups(),
+            batch_size=self.args.per_device_train_batch_size,
+            world_size=self.args.world_size,
+            rank=self.args.process_index,
+            seed=self.args.seed,
+            positive_of=dataset.positive_of,
+            **self.sampler_options,
+        )
+        # The Trainer calls set_epoch on the sampler it finds here at each epoch.
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+        )
+
+
+def training_arguments(config: TrainConfig) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=config.per_device_batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of the steps
+        lr_scheduler_type=config.lr_scheduler_type,
+        max_steps=config.max_steps,
+        num_train_epochs=config.num_epochs,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_num_workers=config.dataloader_num_workers,
+        remove_unused_columns=False,
+        deepspeed=config.deepspeed or None,
+        bf16=config.dtype == "bfloat16",
+        fp16=config.dtype == "float16",
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[] if config.report_to == "none" else [config.report_to],
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+    )
+
+
+def run(config: TrainConfig) -> Path:
+    """Train as ``config`` says; returns the folder of the final (merged) model."""
+    config.validate()
+    model_path = resolve_builtin(config.model, "model")
+    args = training_arguments(config)  # initialises torch.distributed under the launcher
+    dataset = build_dataset(config)
+    embedder = load_embedder(config, model_path)
+    model = ContrastiveModel(embedder, config)
+    collator = ContrastiveCollator(
+        embedder.processor, config.max_text_tokens, dummy_image=True, chunk_size=config.gradcache_chunk_size
+    )
+    trainer = EmbeddingTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        sampler_options={"weights": config.task_weights or None},
+    )
+    resume = get_last_checkpoint(config.output_dir) if config.resume and os.path.isdir(config.output_dir) else None
+    if config.resume and resume is None:
+        logger.warning("resume requested but no checkpoint found in %s: starting from step 0", config.output_dir)
+    result = trainer.train(resume_from_checkpoint=resume)
+    final = Path(config.output_dir) / "final"
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped if trainer.is_deepspeed_enabled else model)
+    if trainer.is_world_process_zero():
+        save_final(config, model_path, state_dict, final, model)
+        history = [e for e in trainer.state.log_history if "loss" in e]
+        summary = {
+            "config": config.to_dict(),
+            "base_model": model_path,
+            "train_runtime": result.metrics.get("train_runtime"),
+            "global_steps": trainer.state.global_step,
+            "world_size": args.world_size,
+            "loss_history": history,
+            "skipped_inputs": dict(collator.skipped),
+            "hardware": _hardware(),
+        }
+        (final / "jfe_train.json").write_text(json.dumps(summary, indent=2, default=str))
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def _hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def save_final(
+    config: TrainConfig, model_path: str, state_dict: dict[str, torch.Tensor], out: Path, model: ContrastiveModel
+) -> None:
+    """Write the trained embedder in jfe's format, LoRA merged into full-precision base weights.
+
+    The trained weights are loaded into a fresh full-precision copy of the base, so the same path
+    serves full training, LoRA and QLoRA (whose 4-bit base is not what users should download)."""
+    fresh = TrainConfig(**{**config.to_dict(), "quantization": "", "gradient_checkpointing": False})
+    base = load_embedder(fresh, model_path)
+    prefix = "embedder."
+    wanted = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if config.trainable == "lora":
+        wanted = {k: v for k, v in wanted.items() if "lora_" in k}
+    else:
+        wanted = {k: v for k, v in wanted.items() if k.startswith("model.")}
+    missing = base.load_state_dict({k: v.float() for k, v in wanted.items()}, strict=False)
+    not_loaded = [k for k in wanted if k in missing.unexpected_keys]
+    if not_loaded:
+        raise RuntimeError(f"trained weights did not match the model: {not_loaded[:5]}")
+    if config.trainable == "lora":
+        base.model = base.model.merge_and_unload()
+    base.config.base_model = model_path
+    embedder = Embedder(base.model, base.processor, base.config)
+    embedder.save(out)
+    temperature = float(model.temperature().detach())
+    (out / "jfe_temperature.json").write_text(json.dumps({"temperature": temperature}))
