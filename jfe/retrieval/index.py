@@ -1,0 +1,179 @@
+"""FAISS inner-product indexes: build (any ``index_factory`` string), save, load, tune search parameters.
+
+FAISS stores positions 0..N-1; the string ids live beside the index in ``ids.txt`` (position i -> line i).
+Embeddings are expected to be L2-normalised already, so inner product is cosine similarity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from jfe.retrieval.atomic import atomic_path, atomic_write_text
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.txt"
+META_FILE = "index.json"
+_ADD_CHUNK = 65536
+
+
+def _faiss_message(err: Exception) -> str:
+    """FAISS errors start with the C++ signature and source location; keep only the human part."""
+    msg = str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
+    return re.sub(r"^Error in .*? at \S+:\d+: ", "", msg)
+
+
+def _num_gpus() -> int:
+    get = getattr(faiss, "get_num_gpus", None)
+    return get() if get is not None else 0
+
+
+def _maybe_to_gpu(index: faiss.Index, use_gpu: bool | None) -> faiss.Index:
+    """Move to all GPUs when asked (True) or when available (None); faiss-cpu builds simply stay on CPU."""
+    if use_gpu is False:
+        return index
+    if _num_gpus() == 0 or not hasattr(faiss, "index_cpu_to_all_gpus"):
+        if use_gpu:
+            warnings.warn("use_gpu=True but FAISS sees no GPU (faiss-cpu build?); staying on CPU", stacklevel=3)
+        return index
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except RuntimeError as err:
+        # not every index type has a GPU implementation (HNSW has none); with use_gpu=None that is not an error
+        if use_gpu:
+            raise ValueError(f"cannot move this index to GPU: {_faiss_message(err)}") from err
+        return index
+
+
+def _to_cpu(index: faiss.Index) -> faiss.Index:
+    if _num_gpus() > 0 and hasattr(faiss, "index_gpu_to_cpu"):
+        return faiss.index_gpu_to_cpu(index)
+    return index
+
+
+def _as_matrix(x: np.ndarray, what: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (N, D), got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{what} must be floating point, got {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def build_index(
+    embeddings: np.ndarray,
+    ids: list[str],
+    factory: str = "Flat",
+    train_size: int = 100_000,
+    seed: int = 0,
+    use_gpu: bool | None = None,
+) -> faiss.Index:
+    """Build an inner-product index from ``faiss.index_factory(dim, factory)``, trained on a seeded sample if needed."""
+    x = _as_matrix(embeddings, "embeddings")
+    n, dim = x.shape
+    if n == 0 or dim == 0:
+        raise ValueError(f"cannot build an index from empty embeddings (shape {x.shape})")
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} embedding rows")
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise ValueError(f"duplicate id {i!r}")
+        seen.add(i)
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        raise ValueError(f"invalid FAISS factory string {factory!r}: {_faiss_message(err)}") from err
+    index = _maybe_to_gpu(index, use_gpu)
+    if not index.is_trained:
+        if train_size < 1:
+            raise ValueError(f"factory {factory!r} needs training but train_size is {train_size}")
+        rng = np.random.default_rng(seed)
+        # sorted sample rows: same rows for a seed regardless of size, and sequential memory access
+        sample = np.sort(rng.choice(n, size=min(train_size, n), replace=False)) if n > train_size else slice(None)
+        try:
+            index.train(x[sample])
+        except RuntimeError as err:
+            raise ValueError(
+                f"training factory {factory!r} on {min(train_size, n)} vectors failed: {_faiss_message(err)}"
+            ) from err
+    for start in tqdm(range(0, n, _ADD_CHUNK), desc="index add", unit="chunk", disable=n <= _ADD_CHUNK):
+        index.add(x[start : start + _ADD_CHUNK])
+    return index
+
+
+def save_index(index: faiss.Index, ids: list[str], out_dir: str | os.PathLike, factory: str | None = None) -> Path:
+    """Write ``index.faiss``, ``ids.txt`` and, last (completion marker), ``index.json`` into ``out_dir``.
+
+    ``factory`` is recorded in ``index.json``; FAISS objects cannot carry it, so pass the string used to build.
+    """
+    out_dir = Path(out_dir)
+    if len(ids) != index.ntotal:
+        raise ValueError(f"{out_dir}: {len(ids)} ids for an index holding {index.ntotal} vectors")
+    bad = next((i for i in ids if not i or "\n" in i or i != i.strip()), None)
+    if bad is not None:
+        raise ValueError(f"{out_dir}: invalid id {bad!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / META_FILE).unlink(missing_ok=True)
+    cpu = _to_cpu(index)
+    with atomic_path(out_dir / INDEX_FILE) as tmp:
+        faiss.write_index(cpu, str(tmp))
+    atomic_write_text(out_dir / IDS_FILE, "".join(f"{i}\n" for i in ids))
+    meta = {
+        "factory": factory,
+        "index_type": type(faiss.downcast_index(cpu)).__name__,
+        "dim": int(cpu.d),
+        "count": int(cpu.ntotal),
+        "metric": "inner_product",
+    }
+    atomic_write_text(out_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
+    return out_dir
+
+
+def load_index(dir: str | os.PathLike, use_gpu: bool | None = False) -> tuple[faiss.Index, list[str], dict]:
+    """Load an index saved by :func:`save_index`; returns (index, ids, meta)."""
+    dir = Path(dir)
+    meta_path = dir / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} missing: {dir} is not a saved index (or saving did not finish)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        count, dim = int(meta["count"]), int(meta["dim"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{meta_path}: malformed index metadata: {err}") from err
+    if meta.get("metric") != "inner_product":
+        raise ValueError(f"{meta_path}: unsupported metric {meta.get('metric')!r}")
+    try:
+        index = faiss.read_index(str(dir / INDEX_FILE))
+    except RuntimeError as err:
+        raise ValueError(f"{dir / INDEX_FILE}: cannot read FAISS index: {_faiss_message(err)}") from err
+    ids = (dir / IDS_FILE).read_text(encoding="utf-8").splitlines()
+    if index.ntotal != count or index.d != dim:
+        raise ValueError(f"{dir / INDEX_FILE}: holds {index.ntotal}x{index.d} but {META_FILE} says {count}x{dim}")
+    if len(ids) != count:
+        raise ValueError(f"{dir / IDS_FILE}: {len(ids)} ids but the index holds {count} vectors")
+    return _maybe_to_gpu(index, use_gpu), ids, meta
+
+
+def set_search_params(index: faiss.Index, nprobe: int | None = None, ef_search: int | None = None) -> None:
+    """Set IVF ``nprobe`` and/or HNSW ``efSearch``; raises ValueError if the index has no such parameter."""
+    # ParameterSpace sees through wrappers (IndexPreTransform, IndexRefine, ...) that direct attributes would miss
+    gpu_space = getattr(faiss, "GpuParameterSpace", None)
+    space = gpu_space() if gpu_space is not None and _num_gpus() > 0 else faiss.ParameterSpace()
+    for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
+        if value is None:
+            continue
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+        try:
+            space.set_index_parameter(index, name, int(value))
+        except RuntimeError as err:
+            kind = type(faiss.downcast_index(index)).__name__ if isinstance(index, faiss.Index) else type(index)
+            raise ValueError(f"cannot set {name} on a {kind} index: {_faiss_message(err)}") from err

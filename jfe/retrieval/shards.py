@@ -1,0 +1,181 @@
+"""Embedding shards on disk.
+
+A shard is a folder ``OUT/shard-{i:05d}-of-{n:05d}/`` holding ``embeddings.safetensors`` (key ``"embeddings"``,
+shape (N, D), float16 or float32), ``ids.txt`` (N lines) and ``meta.json``. ``meta.json`` is written last, so a
+shard is complete iff it exists: an encoding job killed half-way leaves an incomplete shard that is redone, never read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from jfe.retrieval.atomic import atomic_path, atomic_write_text
+
+EMBEDDINGS_FILE = "embeddings.safetensors"
+IDS_FILE = "ids.txt"
+META_FILE = "meta.json"
+TENSOR_KEY = "embeddings"
+_SHARD_RE = re.compile(r"^shard-(\d{5,})-of-(\d{5,})$")
+_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def shard_dir(out: str | os.PathLike, index: int, num_shards: int) -> Path:
+    """The folder of shard ``index`` (0-based) out of ``num_shards`` under ``out``."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    if not 0 <= index < num_shards:
+        raise ValueError(f"shard index must be in [0, {num_shards}), got {index}")
+    return Path(out) / f"shard-{index:05d}-of-{num_shards:05d}"
+
+
+def shard_slice(n_items: int, index: int, num_shards: int) -> range:
+    """Contiguous item range of shard ``index``; sizes differ by at most one, earlier shards take the remainder."""
+    if n_items < 0:
+        raise ValueError(f"n_items must be >= 0, got {n_items}")
+    shard_dir(".", index, num_shards)  # same argument checks
+    base, extra = divmod(n_items, num_shards)
+    start = index * base + min(index, extra)
+    return range(start, start + base + (1 if index < extra else 0))
+
+
+def is_complete(dir: str | os.PathLike) -> bool:
+    return (Path(dir) / META_FILE).is_file()
+
+
+def _check_ids(ids: list[str], where: str) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        if not isinstance(i, str) or not i or i != i.strip() or "\n" in i or "\r" in i:
+            raise ValueError(f"{where}: invalid id {i!r} (ids must be non-empty strings without surrounding space)")
+        if i in seen:
+            raise ValueError(f"{where}: duplicate id {i!r}")
+        seen.add(i)
+
+
+def write_shard(dir: str | os.PathLike, ids: list[str], embeddings: np.ndarray, model: str | None = None) -> Path:
+    """Write one shard atomically; ``meta.json`` goes last and marks it complete. Returns the shard folder."""
+    dir = Path(dir)
+    embeddings = np.asarray(embeddings)
+    if embeddings.ndim != 2:
+        raise ValueError(f"{dir}: embeddings must be 2-D (N, D), got shape {embeddings.shape}")
+    if embeddings.dtype not in (np.float16, np.float32):
+        if not np.issubdtype(embeddings.dtype, np.floating):
+            raise ValueError(f"{dir}: embeddings must be floating point, got {embeddings.dtype}")
+        embeddings = embeddings.astype(np.float32)
+    if len(ids) != embeddings.shape[0]:
+        raise ValueError(f"{dir}: {len(ids)} ids for {embeddings.shape[0]} embedding rows")
+    _check_ids(ids, str(dir))
+    dir.mkdir(parents=True, exist_ok=True)
+    # Rewriting a shard: drop the completion marker first so a crash mid-rewrite cannot pair old meta with new data.
+    (dir / META_FILE).unlink(missing_ok=True)
+    with atomic_path(dir / EMBEDDINGS_FILE) as tmp:
+        save_file({TENSOR_KEY: np.ascontiguousarray(embeddings)}, str(tmp))
+    atomic_write_text(dir / IDS_FILE, "".join(f"{i}\n" for i in ids))
+    meta = {
+        "count": int(embeddings.shape[0]),
+        "dim": int(embeddings.shape[1]),
+        "dtype": str(embeddings.dtype),
+        "model": model,
+    }
+    atomic_write_text(dir / META_FILE, json.dumps(meta, indent=2) + "\n")
+    return dir
+
+
+def _expand(path: Path) -> list[Path]:
+    """Shard folders named by ``path``: the folder itself, or the ``shard-*`` folders directly under it."""
+    if not path.exists():
+        raise FileNotFoundError(f"no such embeddings path: {path}")
+    if not path.is_dir():
+        raise ValueError(f"{path}: expected a shard folder or a folder of shard-* folders")
+    if _SHARD_RE.match(path.name) or (path / META_FILE).exists() or (path / EMBEDDINGS_FILE).exists():
+        return [path]
+    shards = sorted(p for p in path.iterdir() if p.is_dir() and _SHARD_RE.match(p.name))
+    totals = {int(_SHARD_RE.match(p.name).group(2)) for p in shards}
+    if len(totals) > 1:
+        raise ValueError(f"{path}: shard folders from different shardings (-of- counts {sorted(totals)})")
+    if totals:
+        # a missing shard would silently drop documents from the index, so insist on the full set
+        (total,) = totals
+        present = {int(_SHARD_RE.match(p.name).group(1)) for p in shards}
+        missing = sorted(set(range(total)) - present)
+        if missing:
+            raise ValueError(f"{path}: missing shard {shard_dir(path, missing[0], total)} ({len(missing)} missing)")
+    return shards
+
+
+def _read_meta(shard: Path) -> dict:
+    if not is_complete(shard):
+        raise ValueError(f"incomplete shard {shard}: {META_FILE} missing (the shard was not finished writing)")
+    meta_path = shard / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        count, dim = int(meta["count"]), int(meta["dim"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{meta_path}: malformed shard metadata: {err}") from err
+    if meta.get("dtype") not in _DTYPES:
+        raise ValueError(f"{meta_path}: unsupported dtype {meta.get('dtype')!r}")
+    return {**meta, "count": count, "dim": dim}
+
+
+def _read_ids(shard: Path, count: int) -> list[str]:
+    path = shard / IDS_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: missing ids file")
+    ids = path.read_text(encoding="utf-8").splitlines()
+    if len(ids) != count:
+        raise ValueError(f"{path}: {len(ids)} ids but the shard has {count} embedding rows")
+    return ids
+
+
+def read_embeddings(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Read and concatenate shards (in the given order; shard-* folders under a parent in sorted order).
+
+    Returns the ids and a float32 (N, D) array.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    shards = [s for p in paths for s in _expand(Path(p))]
+    if not shards:
+        raise ValueError(f"no embeddings found under {', '.join(str(p) for p in paths) or '(no paths given)'}")
+    metas = [_read_meta(s) for s in shards]
+    for shard, meta in zip(shards[1:], metas[1:], strict=True):
+        if meta["dim"] != metas[0]["dim"]:
+            raise ValueError(
+                f"embedding dim mismatch: {shards[0]} has dim {metas[0]['dim']}, {shard} has dim {meta['dim']}"
+            )
+        if meta.get("model") != metas[0].get("model"):
+            raise ValueError(
+                f"shards from different models: {shards[0]} has {metas[0].get('model')!r}, "
+                f"{shard} has {meta.get('model')!r}"
+            )
+    total, dim = sum(m["count"] for m in metas), metas[0]["dim"]
+    out = np.empty((total, dim), dtype=np.float32)
+    all_ids: list[str] = []
+    owner: dict[str, Path] = {}
+    row = 0
+    for shard, meta in zip(shards, metas, strict=True):
+        path = shard / EMBEDDINGS_FILE
+        if not path.is_file():
+            raise ValueError(f"{path}: missing embeddings file")
+        with safe_open(str(path), framework="numpy") as f:
+            if TENSOR_KEY not in f.keys():  # noqa: SIM118 - safe_open handles are not containers
+                raise ValueError(f"{path}: no tensor named {TENSOR_KEY!r}")
+            emb = f.get_tensor(TENSOR_KEY)
+        if emb.shape != (meta["count"], dim):
+            raise ValueError(f"{path}: tensor shape {emb.shape} but {META_FILE} says ({meta['count']}, {dim})")
+        ids = _read_ids(shard, emb.shape[0])
+        for i in ids:
+            if i in owner:
+                raise ValueError(f"duplicate id {i!r} in {owner[i]} and {shard}")
+            owner[i] = shard
+        out[row : row + len(ids)] = emb
+        all_ids.extend(ids)
+        row += len(ids)
+    return all_ids, out
