@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from typing import Any
 
+import torch
 from PIL import Image
 
 from jfe.formatting import EmbedInput, tokenize_batch
@@ -63,10 +65,22 @@ class ContrastiveCollator:
         candidates = [e["positive"] for e in kept] + [n for e in kept for n in e["negatives"]]
         query_chunks, query_counts = self._side(queries, [e["instruction"] for e in kept])
         cand_chunks, cand_counts = self._side(candidates, [None] * len(candidates))
+        candidate_ids = [e["positive_id"] for e in kept] + [d for e in kept for d in e["negative_ids"]]
+        relevant = [[id_hash(d) for d in e["relevant_ids"]] for e in kept]
+        width = max(len(r) for r in relevant)
         return {
             "query": query_chunks,
             "candidates": cand_chunks,
             "query_counts": query_counts,
             "candidate_counts": cand_counts,
+            # hashed ids let the loss mask in-batch false negatives, across ranks too
+            "positive_ids": torch.tensor([r + [-1] * (width - len(r)) for r in relevant], dtype=torch.long),
+            "candidate_ids": torch.tensor([id_hash(d) for d in candidate_ids], dtype=torch.long),
             "qids": [e["qid"] for e in kept],
         }
+
+
+def id_hash(identifier: str) -> int:
+    """A stable non-negative 63-bit integer for a string id (Python's hash() differs per process)."""
+    digest = hashlib.blake2b(identifier.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & (2**63 - 1)

@@ -123,10 +123,11 @@ class ContrastiveDataset(torch.utils.data.Dataset):
             if not self.options.skip_bad_inputs:
                 raise
             return {"qid": q.id, "skipped": str(err)}
-        negatives, bad = [], []
+        negatives, negative_ids, bad = [], [], []
         for did in self.negatives_of(index, epoch):
             try:
                 negatives.append(self._load(self.pool[did], "candidate", rng))
+                negative_ids.append(did)
             except BadInputError as err:
                 if not self.options.skip_bad_inputs:
                     raise
@@ -137,5 +138,8 @@ class ContrastiveDataset(torch.utils.data.Dataset):
             "instruction": self.instruction_of(index, epoch),
             "positive": positive,
             "negatives": negatives,
+            "positive_id": self.positive_of(index, epoch),
+            "negative_ids": negative_ids,
+            "relevant_ids": list(q.positives),
             "bad": bad,
         }

@@ -23,8 +23,9 @@ class TaskBatchSampler(Sampler[list[tuple[int, int]]]):
 
     All ranks compute the same epoch plan from ``seed`` and ``epoch``, so they agree on the task of
     every step without communicating. ``positive_of(index, epoch)`` names the positive an example
-    will use; two examples with the same positive never share a batch (one would be a false
-    negative for the other). Incomplete batches are dropped so every step has the same shape.
+    will use; two examples with the same positive share a batch only when the task has too few
+    distinct positives to fill one (the loss then masks the false negatives). Incomplete batches
+    are dropped so every step has the same shape.
     """
 
     def __init__(
@@ -81,7 +82,13 @@ class TaskBatchSampler(Sampler[list[tuple[int, int]]]):
                 if positive is not None:
                     used.add(positive)
             if len(batch) < self.global_batch_size:
-                break  # what is left shares positives: it cannot fill a batch
+                # fewer distinct positives than the batch needs (e.g. a 10-text pool): share them;
+                # the loss masks a shared positive out of the other queries' negatives
+                fill = self.global_batch_size - len(batch)
+                if len(batch) + len(skipped) < self.global_batch_size:
+                    break
+                batch += skipped[:fill]
+                skipped = skipped[fill:]
             batches.append(batch)
             queue.extendleft(reversed(skipped))  # skipped examples go first into the next batch
         return batches

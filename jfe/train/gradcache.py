@@ -18,8 +18,6 @@ from contextlib import contextmanager
 
 import torch
 
-from jfe.train.loss import contrastive_loss
-
 
 @contextmanager
 def _replayed_rng(state: tuple[torch.Tensor, list[torch.Tensor]]):
@@ -58,14 +56,14 @@ def _embed_without_graph(embed, chunks: Sequence, counts: Sequence[int]):
     return torch.cat(parts), states
 
 
-def gradcache_loss(model, query_chunks, query_counts, cand_chunks, cand_counts) -> torch.Tensor:
+def gradcache_loss(model, query_chunks, query_counts, cand_chunks, cand_counts, ids: dict) -> torch.Tensor:
     """The contrastive loss of the whole batch; its backward pushes gradients chunk by chunk."""
     q, q_states = _embed_without_graph(model.embed, query_chunks, query_counts)
     c, c_states = _embed_without_graph(model.embed, cand_chunks, cand_counts)
     q.requires_grad_(True)
     c.requires_grad_(True)
     temperature = model.temperature()
-    loss = contrastive_loss(q, c, temperature, gather=model.gather)
+    loss = model.loss(q, c, temperature, ids)
     learn_t = temperature.requires_grad
     grads = torch.autograd.grad(loss, [q, c, temperature] if learn_t else [q, c])
     grad_q, grad_c = grads[0], grads[1]

@@ -37,24 +37,69 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.cat([p[:n] for p, n in zip(parts, counts, strict=True)]), sum(counts[:rank])
 
 
+def gather_ids(ids: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's candidate ids (no gradient), rank order as in gather_with_grad."""
+    if not distributed():
+        return ids
+    count = torch.tensor([ids.shape[0]], device=ids.device)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    longest = int(max(counts))
+    padded = F.pad(ids, (0, longest - ids.shape[0]), value=-1)
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(n)] for p, n in zip(parts, counts, strict=True)])
+
+
+def false_negative_mask(
+    positive_ids: torch.Tensor, candidate_ids: torch.Tensor, positive_offset: int = 0
+) -> torch.Tensor:
+    """(queries, candidates) bool mask of columns that are positives of the row's query but not
+    its target column: in-batch false negatives. ``positive_ids`` is (queries, P) padded with -1."""
+    hit = (candidate_ids[None, :, None] == positive_ids[:, None, :]).any(-1)
+    targets = torch.arange(positive_ids.shape[0], device=hit.device) + positive_offset
+    hit[torch.arange(positive_ids.shape[0], device=hit.device), targets] = False
+    return hit
+
+
 def info_nce(
-    queries: torch.Tensor, candidates: torch.Tensor, temperature: torch.Tensor | float, positive_offset: int = 0
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    temperature: torch.Tensor | float,
+    positive_offset: int = 0,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``queries @ candidates.T / temperature`` with query i's positive at
-    column ``positive_offset + i``. Inputs are L2-normalised embeddings."""
+    column ``positive_offset + i``; ``mask`` removes columns from a row's softmax. Inputs are
+    L2-normalised embeddings."""
     scores = queries @ candidates.T / temperature
+    if mask is not None:
+        scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
     targets = torch.arange(queries.shape[0], device=queries.device) + positive_offset
     return F.cross_entropy(scores, targets)
 
 
 def contrastive_loss(
-    queries: torch.Tensor, candidates: torch.Tensor, temperature: torch.Tensor | float, gather: bool = True
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    temperature: torch.Tensor | float,
+    gather: bool = True,
+    positive_ids: torch.Tensor | None = None,
+    candidate_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """This rank's share of the global InfoNCE loss (see :func:`gather_with_grad` for the scaling)."""
-    if not gather:
-        return info_nce(queries, candidates, temperature)
-    all_candidates, offset = gather_with_grad(candidates)
-    return info_nce(queries, all_candidates, temperature, positive_offset=offset)
+    """This rank's share of the global InfoNCE loss (see :func:`gather_with_grad` for the scaling).
+
+    With ``positive_ids`` (each query's relevant candidate ids) and ``candidate_ids``, candidates
+    relevant to a query other than its target are masked out instead of counting as negatives."""
+    offset = 0
+    if gather:
+        candidates, offset = gather_with_grad(candidates)
+        if candidate_ids is not None:
+            candidate_ids = gather_ids(candidate_ids)
+    mask = None
+    if positive_ids is not None and candidate_ids is not None:
+        mask = false_negative_mask(positive_ids.to(queries.device), candidate_ids.to(queries.device), offset)
+    return info_nce(queries, candidates, temperature, positive_offset=offset, mask=mask)
 
 
 class Temperature(torch.nn.Module):
@@ -65,7 +110,8 @@ class Temperature(torch.nn.Module):
         if not minimum <= initial <= maximum:
             raise ValueError(f"temperature {initial} is outside [{minimum}, {maximum}]")
         self.minimum, self.maximum = minimum, maximum
-        self.log_value = torch.nn.Parameter(torch.tensor(math.log(initial)), requires_grad=learnable)
+        # shape (1,), not a scalar: ZeRO-3 cannot partition 0-dim parameters
+        self.log_value = torch.nn.Parameter(torch.tensor([math.log(initial)]), requires_grad=learnable)
 
     def forward(self) -> torch.Tensor:
-        return self.log_value.exp().clamp(self.minimum, self.maximum)
+        return self.log_value.exp().clamp(self.minimum, self.maximum)[0]

@@ -55,8 +55,9 @@ def load_embedder(config: TrainConfig, model_path: str) -> Embedder:
             bias="none",
         )
         embedder.model = get_peft_model(model, lora)
-    trainable = sum(p.numel() for p in embedder.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in embedder.parameters())
+    # under ZeRO-3 a parameter is a partitioned stub; ds_numel is its real size
+    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in embedder.parameters() if p.requires_grad)
+    total = sum(getattr(p, "ds_numel", p.numel()) for p in embedder.parameters())
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / max(total, 1))
     return embedder
 
@@ -65,6 +66,8 @@ class ContrastiveModel(torch.nn.Module):
     def __init__(self, embedder: Embedder, config: TrainConfig):
         super().__init__()
         self.embedder = embedder
+        # The Trainer and its DeepSpeed integration size buckets from config.hidden_size.
+        self.config = embedder.model.config.get_text_config()
         self.temperature = Temperature(
             config.temperature, learnable=config.learn_temperature, minimum=config.temperature_min
         )
@@ -75,10 +78,16 @@ class ContrastiveModel(torch.nn.Module):
         """Embeddings of the first ``count`` rows (a trailing dummy-image row is dropped)."""
         return self.embedder(**features)[:count]
 
-    def forward(self, query, candidates, query_counts, candidate_counts, **_) -> dict[str, torch.Tensor]:
+    def loss(self, q: torch.Tensor, c: torch.Tensor, temperature: torch.Tensor, ids: dict) -> torch.Tensor:
+        return contrastive_loss(q, c, temperature, gather=self.gather, **ids)
+
+    def forward(
+        self, query, candidates, query_counts, candidate_counts, positive_ids=None, candidate_ids=None, **_
+    ) -> dict[str, torch.Tensor]:
         """``query`` / ``candidates``: lists of collated chunks (one chunk unless GradCache is on)."""
+        ids = {"positive_ids": positive_ids, "candidate_ids": candidate_ids}
         if self.chunk_size:
-            return {"loss": gradcache_loss(self, query, query_counts, candidates, candidate_counts)}
+            return {"loss": gradcache_loss(self, query, query_counts, candidates, candidate_counts, ids)}
         q = torch.cat([self.embed(f, n) for f, n in zip(query, query_counts, strict=True)])
         c = torch.cat([self.embed(f, n) for f, n in zip(candidates, candidate_counts, strict=True)])
-        return {"loss": contrastive_loss(q, c, self.temperature(), gather=self.gather)}
+        return {"loss": self.loss(q, c, self.temperature(), ids)}

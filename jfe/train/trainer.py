@@ -141,7 +141,13 @@ def run(config: TrainConfig) -> Path:
     """Train as ``config`` says; returns the folder of the final (merged) model."""
     config.validate()
     model_path = resolve_builtin(config.model, "model")
-    args = training_arguments(config)  # initialises torch.distributed under the launcher
+    args = training_arguments(config)
+    if args.world_size > 1 and config.deepspeed:  # reading world_size initialises torch.distributed
+        import deepspeed
+
+        # ZeRO-3 partitions weights while from_pretrained loads them; its communicator must know
+        # the real world size by then, not only torch's.
+        deepspeed.init_distributed()
     dataset = build_dataset(config)
     embedder = load_embedder(config, model_path)
     model = ContrastiveModel(embedder, config)
@@ -160,7 +166,15 @@ def run(config: TrainConfig) -> Path:
         logger.warning("resume requested but no checkpoint found in %s: starting from step 0", config.output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     final = Path(config.output_dir) / "final"
-    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped if trainer.is_deepspeed_enabled else model)
+    if trainer.is_deepspeed_enabled:
+        # Training is over: the fresh base loaded for the final save must not be ZeRO-3 partitioned
+        # (only rank 0 loads it, so a partitioned load would wait forever for the other ranks).
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+        unset_hf_deepspeed_config()
+    else:
+        state_dict = trainer.accelerator.get_state_dict(model)
     if trainer.is_world_process_zero():
         save_final(config, model_path, state_dict, final, model)
         history = [e for e in trainer.state.log_history if "loss" in e]

@@ -1,0 +1,108 @@
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from jfe.train.loss import Temperature, contrastive_loss, false_negative_mask, info_nce
+
+
+def _batch(seed, q=6, c=10, d=8):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(q, d, generator=g), dim=-1), F.normalize(torch.randn(c, d, generator=g), dim=-1)
+
+
+def test_info_nce_matches_the_definition():
+    q, c = _batch(0)
+    t = 0.05
+    loss = info_nce(q, c, t)
+    scores = (q @ c.T) / t
+    expected = torch.stack([-(scores[i, i] - torch.logsumexp(scores[i], 0)) for i in range(q.shape[0])]).mean()
+    assert torch.allclose(loss, expected, atol=1e-6)
+    # the temperature is really applied
+    assert not torch.allclose(info_nce(q, c, 0.5), loss)
+
+
+def test_false_negatives_are_masked_but_targets_kept():
+    positive_ids = torch.tensor([[10, 11], [11, -1]])
+    candidate_ids = torch.tensor([10, 11, 12])
+    mask = false_negative_mask(positive_ids, candidate_ids)
+    assert mask.tolist() == [[False, True, False], [False, False, False]]
+    q, c = _batch(1, q=2, c=3)
+    masked = info_nce(q, c, 0.1, mask=mask)
+    scores = (q @ c.T) / 0.1
+    row0 = -(scores[0, 0] - torch.logsumexp(scores[0, [0, 2]], 0))
+    row1 = -(scores[1, 1] - torch.logsumexp(scores[1], 0))
+    assert torch.allclose(masked, (row0 + row1) / 2, atol=1e-6)
+
+
+def test_temperature_bounds():
+    t = Temperature(0.05, learnable=True, minimum=0.02)
+    assert t.log_value.requires_grad and abs(float(t().detach()) - 0.05) < 1e-6
+    with torch.no_grad():
+        t.log_value.fill_(-10.0)
+    assert abs(float(t()) - 0.02) < 1e-7
+    assert not Temperature(0.05).log_value.requires_grad
+    with pytest.raises(ValueError, match=r"temperature 0.001 is outside \[0.01, 1.0\]"):
+        Temperature(0.001)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_worker(rank, world, port, q_all, c_all, sizes, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # rank r holds its queries, their positives, and its share of the hard negatives
+    lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
+    q = q_all[lo:hi].clone().requires_grad_(True)
+    negatives = c_all[q_all.shape[0] :].chunk(world)[rank]
+    c = torch.cat([c_all[lo:hi], negatives]).clone().requires_grad_(True)
+    loss = contrastive_loss(q, c, 0.05, gather=True)
+    loss.backward()
+    out[rank] = (float(loss), q.grad.clone(), c.grad.clone())
+    dist.destroy_process_group()
+
+
+def _two_ranks(q_all, c_all, sizes):
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_rank_worker, args=(2, _free_port(), q_all, c_all, sizes, out), nprocs=2, join=True)
+        return dict(out)
+
+
+def _one_rank(q_all, c_all, sizes):
+    """The same batch on one process: columns in gathered order (rank 0's block, then rank 1's)."""
+    n_q = q_all.shape[0]
+    negatives = c_all[n_q:].chunk(2)
+    columns = torch.cat([c_all[: sizes[0]], negatives[0], c_all[sizes[0] : n_q], negatives[1]])
+    targets = list(range(sizes[0])) + [sizes[0] + len(negatives[0]) + i for i in range(sizes[1])]
+    q = q_all.clone().requires_grad_(True)
+    c = columns.clone().requires_grad_(True)
+    loss = F.cross_entropy(q @ c.T / 0.05, torch.tensor(targets))
+    loss.backward()
+    return float(loss), q.grad, c.grad
+
+
+@pytest.mark.parametrize("sizes", [[3, 3], [3, 2]])
+def test_gather_across_two_ranks_equals_one_rank_holding_the_batch(sizes):
+    torch.manual_seed(0)
+    q_all = F.normalize(torch.randn(sum(sizes), 8), dim=-1)
+    c_all = F.normalize(torch.randn(sum(sizes) + 4, 8), dim=-1)
+    ranks = _two_ranks(q_all, c_all, sizes)
+    full_loss, q_grad, c_grad = _one_rank(q_all, c_all, sizes)
+    # the global mean loss is the query-weighted mean of the rank losses
+    weighted = sum(ranks[r][0] * sizes[r] for r in range(2)) / sum(sizes)
+    assert abs(weighted - full_loss) < 1e-6
+    if sizes[0] != sizes[1]:
+        return
+    # equal shares: averaging the ranks' gradients (as DDP and DeepSpeed do) gives exactly the
+    # gradient of the one-rank loss, for queries and for every gathered candidate
+    assert torch.allclose(torch.cat([ranks[0][1], ranks[1][1]]) / 2, q_grad, atol=1e-6)
+    assert torch.allclose(torch.cat([ranks[0][2], ranks[1][2]]) / 2, c_grad, atol=1e-6)
