@@ -137,8 +137,10 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
     )
 
 
-def run(config: TrainConfig) -> Path:
-    """Train as ``config`` says; returns the folder of the final (merged) model."""
+def run(config: TrainConfig, callbacks: list | None = None) -> Path:
+    """Train as ``config`` says; returns the folder of the final (merged) model.
+
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects (progress hooks, early stops)."""
     config.validate()
     model_path = resolve_builtin(config.model, "model")
     args = training_arguments(config)
@@ -160,6 +162,7 @@ def run(config: TrainConfig) -> Path:
         train_dataset=dataset,
         data_collator=collator,
         sampler_options={"weights": config.task_weights or None},
+        callbacks=callbacks,
     )
     resume = get_last_checkpoint(config.output_dir) if config.resume and os.path.isdir(config.output_dir) else None
     if config.resume and resume is None:
