@@ -111,6 +111,12 @@ class TrainConfig:
             raise ValueError("data_format pairs needs pairs_files")
         if self.quantization and self.trainable != "lora":
             raise ValueError("quantization (QLoRA) trains adapters only: set trainable=lora")
+        if self.gradcache_chunk_size and self.deepspeed and deepspeed_stage(self.deepspeed) == 3:
+            raise ValueError(
+                f"GradCache (gradcache_chunk_size={self.gradcache_chunk_size}) cannot run under ZeRO-3 "
+                f"({self.deepspeed}): partitioned parameters cannot take the whole batch's gradient at once. "
+                "Use deepspeed_configs/zero2.json, or gradcache_chunk_size=0."
+            )
         if self.quantization and self.deepspeed and deepspeed_stage(self.deepspeed) == 3:
             raise ValueError(
                 f"QLoRA ({self.quantization}) cannot run under ZeRO-3 ({self.deepspeed}): 4-bit weights cannot "

@@ -4,8 +4,11 @@
 2. Compute the loss on those embeddings (gathered across ranks like the plain path, with the same
    temperature) and its gradient with respect to each embedding.
 3. When the trainer calls ``backward`` on the returned loss, re-embed each chunk with a graph,
-   under the random state it had in step 1 (same dropout masks), and backpropagate the cached
-   gradients into the model.
+   under the random state it had in step 1 (same dropout masks), backpropagate the cached
+   gradients to the parameters, and hand the summed gradients to the parameters in one go.
+
+Under ZeRO-3 parameters are partitioned and cannot take a whole-batch gradient this way, so the
+config refuses GradCache with ZeRO-3.
 
 The trainer sees one forward and one backward per step, as with the plain path, so gradient
 accumulation, loss scaling and the optimiser step are untouched.
@@ -69,6 +72,8 @@ def gradcache_loss(model, query_chunks, query_counts, cand_chunks, cand_counts, 
     grad_q, grad_c = grads[0], grads[1]
 
     def replay(grad_output: torch.Tensor) -> None:
+        params = [p for p in model.parameters() if p.requires_grad]
+        total: list[torch.Tensor | None] = [None] * len(params)
         for chunks, counts, states, cached in (
             (query_chunks, query_counts, q_states, grad_q),
             (cand_chunks, cand_counts, c_states, grad_c),
@@ -77,8 +82,13 @@ def gradcache_loss(model, query_chunks, query_counts, cand_chunks, cand_counts, 
             for features, count, state in zip(chunks, counts, states, strict=True):
                 with _replayed_rng(state), torch.enable_grad():
                     emb = model.embed(features, count)
-                torch.autograd.backward(emb, cached[start : start + count] * grad_output)
+                grads = torch.autograd.grad(emb, params, cached[start : start + count] * grad_output, allow_unused=True)
+                total = [t if g is None else g if t is None else t + g for t, g in zip(total, grads, strict=True)]
                 start += count
+        # One pass through the parameters' gradient accumulators for the whole batch: DDP and
+        # ZeRO-2 reduce a gradient when it is accumulated, and refuse to do it twice in a step.
+        used = [(p, g) for p, g in zip(params, total, strict=True) if g is not None]
+        torch.autograd.backward([p for p, _ in used], [g for _, g in used])
 
     anchor = torch.zeros((), device=q.device, requires_grad=True)
     out = _Replay.apply(loss.detach(), anchor, replay)

@@ -53,3 +53,10 @@ def test_every_option_is_documented():
     for name in TrainConfig.__dataclass_fields__:
         assert f"  {name} " in text
     assert all(f.metadata.get("help") for f in TrainConfig.__dataclass_fields__.values())
+
+
+def test_gradcache_with_zero3_is_refused():
+    with pytest.raises(ValueError, match=r"GradCache \(gradcache_chunk_size=4\) cannot run under ZeRO-3"):
+        TrainConfig(
+            model="m", output_dir="o", mbeir_root="r", gradcache_chunk_size=4, deepspeed="deepspeed_configs/zero3.json"
+        ).validate()
