@@ -9,8 +9,13 @@ from collections.abc import Callable, Sequence
 # Each entry: (name, help, module path). Modules are imported only for the subcommand that runs,
 # so `jfe --help` stays fast and a GPU-only dependency never breaks an unrelated command.
 COMMANDS: list[tuple[str, str, str]] = [
-    ("demo", "run the built-in CPU demo end to end", "jfe.demo"),
-    ("train", "train stage 1 or 2 from a YAML recipe", "jfe.train.__main__"),
+    ("demo", "run the built-in CPU demo end to end", "jfe.demo:main"),
+    ("train", "train stage 1 or 2 from a YAML recipe", "jfe.train.__main__:main"),
+    ("encode", "embed a pool or query file into resumable shards", "jfe.retrieval.encode:main"),
+    ("index", "build a FAISS index from embedding shards", "jfe.retrieval.commands:index_main"),
+    ("search", "embed queries, search an index, write a TREC run", "jfe.retrieval.commands:search_main"),
+    ("eval", "M-BEIR metrics from a run, or end to end, with the modality probe", "jfe.retrieval.evaluate:main"),
+    ("mine", "hard negatives from a search run", "jfe.retrieval.commands:mine_main"),
 ]
 
 
@@ -29,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown command {name!r}; choose one of {', '.join(modules)}")
     import importlib
 
-    command: Callable[[list[str]], int] = importlib.import_module(modules[name]).main
+    module, function = modules[name].split(":")
+    command: Callable[[list[str]], int] = getattr(importlib.import_module(module), function)
     return command(rest) or 0
 
 

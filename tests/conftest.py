@@ -1,3 +1,4 @@
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,3 +32,95 @@ def make_image(seed: int, size: tuple[int, int] = (16, 16)) -> Image.Image:
 @pytest.fixture
 def images():
     return [make_image(i, size) for i, size in enumerate([(16, 16), (8, 24), (32, 32), (12, 12)])]
+
+
+INSTRUCTIONS = (
+    "query_modality\tcand_modality\tdataset_name\tdataset_id\tprompt_1\tprompt_2\tprompt_3\tprompt_4\n"
+    "text\timage\ttoy_t2i\t1\tFind the image.\tShow the picture.\tRetrieve the photo.\tGet the image.\n"
+    "image\ttext\ttoy_i2t\t2\tCaption this.\tDescribe it.\tName it.\tSay what it is.\n"
+    "image,text\timage\ttoy_it2i\t3\tApply the change.\tEdit the image.\tTransform it.\tModify it.\n"
+)
+
+
+def _write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def mbeir_root(tmp_path):
+    """A hand-written M-BEIR sample: three datasets, all three query modalities, null fields."""
+    root = tmp_path / "mbeir"
+    (root / "images").mkdir(parents=True)
+    for i in range(8):
+        make_image(100 + i).save(root / "images" / f"{i}.png")
+
+    def query(qid, txt, img, modality, pos, neg, task):
+        return {
+            "qid": qid,
+            "query_txt": txt,
+            "query_img_path": img,
+            "query_modality": modality,
+            "query_src_content": None,
+            "pos_cand_list": pos,
+            "neg_cand_list": neg,
+            "task_id": task,
+        }
+
+    def cand(did, txt, img, modality):
+        return {"did": did, "txt": txt, "img_path": img, "modality": modality, "src_content": None}
+
+    _write_jsonl(
+        root / "query/test/mbeir_toy_t2i_test.jsonl",
+        [
+            query("1:1", "a red seven", None, "text", ["1:10"], ["1:11"], 0),
+            query("1:2", "a blue three", None, "text", ["1:11"], [], 0),
+        ],
+    )
+    _write_jsonl(
+        root / "cand_pool/local/mbeir_toy_t2i_test_cand_pool.jsonl",
+        [cand("1:10", None, "images/0.png", "image"), cand("1:11", None, "images/1.png", "image")],
+    )
+    _write_jsonl(
+        root / "query/test/mbeir_toy_i2t_test.jsonl",
+        [query("2:1", None, "images/2.png", "image", ["2:10"], ["2:11", "2:12"], 3)],
+    )
+    _write_jsonl(
+        root / "cand_pool/local/mbeir_toy_i2t_test_cand_pool.jsonl",
+        [
+            cand("2:10", "a seven", None, "text"),
+            cand("2:11", "a one", None, "text"),
+            cand("2:12", "a two", None, "text"),
+        ],
+    )
+    _write_jsonl(
+        root / "query/test/mbeir_toy_it2i_test.jsonl",
+        [query("3:1", "rotated", "images/3.png", "image,text", ["3:10"], ["3:11"], 7)],
+    )
+    _write_jsonl(
+        root / "cand_pool/local/mbeir_toy_it2i_test_cand_pool.jsonl",
+        [cand("3:10", None, "images/4.png", "image"), cand("3:11", None, "images/5.png", "image")],
+    )
+    _write_jsonl(
+        root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl",
+        [
+            cand(d, t, i, m)
+            for d, t, i, m in [
+                ("1:10", None, "images/0.png", "image"),
+                ("1:11", None, "images/1.png", "image"),
+                ("2:10", "a seven", None, "text"),
+                ("2:11", "a one", None, "text"),
+                ("2:12", "a two", None, "text"),
+                ("3:10", None, "images/4.png", "image"),
+                ("3:11", None, "images/5.png", "image"),
+            ]
+        ],
+    )
+    qrels = root / "qrels/test"
+    qrels.mkdir(parents=True)
+    (qrels / "mbeir_toy_t2i_test_qrels.txt").write_text("1:1 0 1:10 1 0\n1:2 0 1:11 1 0\n")
+    (qrels / "mbeir_toy_i2t_test_qrels.txt").write_text("2:1 0 2:10 1 3\n")
+    (qrels / "mbeir_toy_it2i_test_qrels.txt").write_text("3:1 0 3:10 1 7\n")
+    (root / "instructions").mkdir()
+    (root / "instructions/query_instructions.tsv").write_text(INSTRUCTIONS)
+    return root

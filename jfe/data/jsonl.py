@@ -9,6 +9,9 @@ from pathlib import Path
 
 import datasets
 
+# one progress bar per small JSONL file is noise in every command's output
+datasets.disable_progress_bars()
+
 
 class DataFormatError(ValueError):
     """A data file that cannot be read as documented; the message names ``file:line``."""

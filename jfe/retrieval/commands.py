@@ -1,0 +1,90 @@
+"""Thin drivers: ``jfe index``, ``jfe search`` and ``jfe mine``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from jfe.retrieval.index import build_index, load_index, save_index, set_search_params
+from jfe.retrieval.mine import mine_negatives, write_mined
+from jfe.retrieval.search import merge_topk, search, write_trec_run
+from jfe.retrieval.shards import read_embeddings
+from jfe.retrieval.trec import read_qrels, read_run
+
+
+def index_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jfe index", description="build a FAISS inner-product index")
+    parser.add_argument("--embeddings", nargs="+", required=True, help="shard folders or folders of shards")
+    parser.add_argument("--out", required=True, help="index folder (index.faiss, ids.txt, index.json)")
+    parser.add_argument(
+        "--factory", default="Flat", help='FAISS index_factory string: "Flat", "IVF4096,PQ64", "HNSW32"'
+    )
+    parser.add_argument("--train-size", type=int, default=100_000, help="vectors sampled to train IVF/PQ indexes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None, help="GPU FAISS when present")
+    args = parser.parse_args(argv)
+    ids, vectors = read_embeddings(args.embeddings)
+    index = build_index(vectors, ids, args.factory, train_size=args.train_size, seed=args.seed, use_gpu=args.gpu)
+    save_index(index, ids, args.out, factory=args.factory)
+    print(f"indexed {len(ids)} vectors of dim {vectors.shape[1]} ({args.factory}) into {args.out}")
+    return 0
+
+
+def search_indexes(
+    index_dirs: list[str], queries, k: int, nprobe: int | None = None, ef_search: int | None = None
+) -> tuple:
+    """Top-k over one or several index folders (shards of one corpus), merged by score."""
+    results = []
+    for folder in index_dirs:
+        index, ids, _ = load_index(folder)
+        set_search_params(index, nprobe=nprobe, ef_search=ef_search)
+        results.append(search(index, ids, queries, k))
+    return results[0] if len(results) == 1 else merge_topk(results, k)
+
+
+def search_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jfe search", description="embed queries and write a TREC run file")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--index", nargs="+", required=True, help="index folder(s); several are merged per query")
+    parser.add_argument("--queries", required=True, help="M-BEIR query file or pair-format JSONL")
+    parser.add_argument("--out", required=True, help="TREC run file (qid Q0 did rank score tag)")
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--images-root")
+    parser.add_argument("--instruction-file", help="M-BEIR query_instructions.tsv (first prompt per task)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--nprobe", type=int, help="IVF cells visited per query")
+    parser.add_argument("--ef-search", type=int, help="HNSW search breadth")
+    parser.add_argument("--tag", default="jfe")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from jfe.embedder import Embedder
+    from jfe.retrieval.encode import encode_items, read_items
+
+    items = read_items(args.queries, args.images_root, args.instruction_file)
+    embedder = Embedder.from_pretrained(args.model)
+    vectors, _ = encode_items(embedder, items, args.batch_size, progress="queries")
+    scores, dids = search_indexes(args.index, vectors, args.k, args.nprobe, args.ef_search)
+    write_trec_run(args.out, [item.id for item in items], scores, dids, tag=args.tag)
+    print(f"wrote top-{args.k} for {len(items)} queries to {args.out}")
+    return 0
+
+
+def mine_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="jfe mine", description="turn a search run into hard negatives for training (negatives_file)"
+    )
+    parser.add_argument("--run", required=True, help="TREC run file from jfe search over the training queries")
+    parser.add_argument("--qrels", nargs="+", required=True, help="qrels file(s) of those queries")
+    parser.add_argument("--out", required=True, help="JSONL: {qid, neg_dids} per line")
+    parser.add_argument("--k", type=int, default=30, help="negatives kept per query")
+    parser.add_argument("--skip-top", type=int, default=0, help="skip this many top non-positives (false negatives)")
+    args = parser.parse_args(argv)
+    qrels: dict = {}
+    for path in args.qrels:
+        qrels.update(read_qrels(path))
+    mined = mine_negatives(read_run(args.run), qrels, k=args.k, skip_top=args.skip_top)
+    write_mined(Path(args.out), mined)
+    print(f"mined negatives for {len(mined)} queries into {args.out}")
+    return 0

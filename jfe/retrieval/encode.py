@@ -1,0 +1,206 @@
+"""``jfe encode``: embed a candidate pool, a query file or pair-format data into resumable shards.
+
+    jfe encode --model M --data FILE --out DIR [--images-root DIR] [--instruction-file TSV]
+               [--shard I --num-shards N] [--batch-size B] [--dtype float16|float32]
+
+Without ``--shard`` one process encodes every shard in turn; with it, N processes (GPUs, nodes)
+split the corpus. A shard is written atomically and skipped when already complete, so a rerun
+resumes where an interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from jfe.data.instructions import Instructions
+from jfe.data.jsonl import DataFormatError
+from jfe.data.mbeir import CandidatePool, load_queries
+from jfe.data.pairs import load_pairs
+from jfe.formatting import EmbedInput
+from jfe.inputs import BadInputError, load_image
+from jfe.retrieval.shards import is_complete, shard_dir, shard_slice, write_shard
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodeItem:
+    id: str
+    text: str | None
+    image: str | None  # a path; opened in DataLoader workers
+    instruction: str | None = None
+
+
+def _first_record(path: Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataFormatError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+    raise DataFormatError(f"{path}: no records")
+
+
+def read_items(
+    path: str | os.PathLike, images_root: str | os.PathLike | None = None, instruction_file: str | None = None
+) -> list[EncodeItem]:
+    """Items of an M-BEIR candidate pool (``did``), M-BEIR query file (``qid``, with the first
+    instruction of the TSV) or pair-format file (the queries, with their own instructions)."""
+    path = Path(path)
+    first = _first_record(path)
+    if "did" in first:
+        pool = CandidatePool.load(path, images_root)
+        return [EncodeItem(r.id, r.text, r.image) for r in pool.records()]
+    if "qid" in first:
+        queries = load_queries(path, images_root)
+        table = Instructions.load(instruction_file) if instruction_file else None
+        return [EncodeItem(q.id, q.text, q.image, table.for_eval(q) if table else None) for q in queries]
+    if "query" in first:
+        queries, _ = load_pairs(path, images_root)
+        return [EncodeItem(q.id, q.text, q.image, q.instruction) for q in queries]
+    raise DataFormatError(f"{path}:1: not an M-BEIR pool (did), M-BEIR query file (qid) or pair file (query)")
+
+
+def length_order(items: list[EncodeItem]) -> list[int]:
+    """Indices sorted by expected token count, so batches hold similar lengths (less padding)."""
+    return sorted(
+        range(len(items)),
+        key=lambda i: (items[i].image is not None, len(items[i].text or "") + len(items[i].instruction or "")),
+    )
+
+
+class _Loaded(Dataset):
+    """Opens images in DataLoader workers; bad images fail with their path or are skipped."""
+
+    def __init__(self, items: list[EncodeItem], skip_bad: bool):
+        self.items, self.skip_bad = items, skip_bad
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        try:
+            image = load_image(item.image, f"item {item.id}") if item.image else None
+        except BadInputError:
+            if not self.skip_bad:
+                raise
+            return i, None
+        return i, EmbedInput(text=item.text, image=image)
+
+
+def encode_items(
+    embedder,
+    items: list[EncodeItem],
+    batch_size: int = 32,
+    num_workers: int = 0,
+    skip_bad: bool = False,
+    progress: str | None = "encode",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (N, D) float32 in item order, and a bool mask of the items that were embedded."""
+    order = length_order(items)
+    ordered = [items[i] for i in order]
+    loader = DataLoader(
+        _Loaded(ordered, skip_bad),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=lambda rows: rows,
+    )
+    out = np.zeros((len(items), embedder.dimension), dtype=np.float32)
+    ok = np.zeros(len(items), dtype=bool)
+    with torch.inference_mode():
+        for rows in tqdm(loader, desc=progress, disable=progress is None, unit="batch"):
+            good = [(i, x) for i, x in rows if x is not None]
+            if not good:
+                continue
+            positions = [order[i] for i, _ in good]
+            features = embedder.collate([x for _, x in good], [ordered[i].instruction for i, _ in good])
+            out[positions] = embedder(**features).cpu().numpy()
+            ok[positions] = True
+    return out, ok
+
+
+def encode_to_shards(
+    embedder,
+    items: list[EncodeItem],
+    out: str | os.PathLike,
+    num_shards: int,
+    shards: list[int] | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    dtype: str = "float16",
+    skip_bad: bool = False,
+    model_name: str | None = None,
+) -> list[Path]:
+    """Encode the chosen shards of ``items`` (all by default), skipping complete ones."""
+    written = []
+    for index in shards if shards is not None else range(num_shards):
+        folder = shard_dir(out, index, num_shards)
+        if is_complete(folder):
+            logger.info("shard %s is complete: skipped", folder.name)
+            written.append(folder)
+            continue
+        part = [items[i] for i in shard_slice(len(items), index, num_shards)]
+        vecs, ok = encode_items(
+            embedder, part, batch_size, num_workers, skip_bad, progress=f"shard {index + 1}/{num_shards}"
+        )
+        if not ok.all():
+            logger.warning("shard %s: skipped %d bad input(s)", folder.name, int((~ok).sum()))
+        ids = [item.id for item, good in zip(part, ok, strict=True) if good]
+        write_shard(folder, ids, vecs[ok].astype(dtype), model=model_name)
+        written.append(folder)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="jfe encode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="model folder (jfe-saved or any Qwen2-VL-family checkpoint)")
+    parser.add_argument("--data", required=True, help="candidate pool, M-BEIR query file or pair-format JSONL")
+    parser.add_argument("--out", required=True, help="output folder for shard-*-of-* subfolders")
+    parser.add_argument("--images-root", help="folder image paths are relative to (default: as written)")
+    parser.add_argument("--instruction-file", help="M-BEIR query_instructions.tsv (for query files)")
+    parser.add_argument("--shard", type=int, help="encode only this shard (0-based); default: all, in turn")
+    parser.add_argument("--num-shards", type=int, help="number of shards (default: one per 100,000 items)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
+    parser.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored embedding dtype")
+    parser.add_argument("--model-dtype", default=None, help="weights dtype (default: bfloat16 on CUDA, else float32)")
+    parser.add_argument("--skip-bad-inputs", action="store_true", help="skip and count unreadable images")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from jfe.embedder import Embedder
+
+    items = read_items(args.data, args.images_root, args.instruction_file)
+    num_shards = args.num_shards or max(1, math.ceil(len(items) / 100_000))
+    if args.shard is not None and not 0 <= args.shard < num_shards:
+        parser.error(f"--shard {args.shard} is outside 0..{num_shards - 1}")
+    embedder = Embedder.from_pretrained(args.model, dtype=args.model_dtype)
+    folders = encode_to_shards(
+        embedder,
+        items,
+        args.out,
+        num_shards,
+        shards=None if args.shard is None else [args.shard],
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        dtype=args.dtype,
+        skip_bad=args.skip_bad_inputs,
+        model_name=str(args.model),
+    )
+    print(f"{len(items)} items, {len(folders)} shard(s) complete under {args.out}")
+    return 0

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from jfe import Embedder
+from jfe.data.jsonl import DataFormatError
+from jfe.retrieval.encode import encode_items, encode_to_shards, length_order, read_items
+from jfe.retrieval.shards import read_embeddings
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_model_dir):
+    return Embedder.from_pretrained(tiny_model_dir, dtype="float32", device="cpu")
+
+
+def test_reads_pools_queries_with_instructions_and_pairs(mbeir_root, tmp_path):
+    pool = read_items(mbeir_root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl", mbeir_root)
+    assert [it.id for it in pool][:3] == ["1:10", "1:11", "2:10"] and pool[0].instruction is None
+    queries = read_items(
+        mbeir_root / "query/test/mbeir_toy_it2i_test.jsonl",
+        mbeir_root,
+        mbeir_root / "instructions/query_instructions.tsv",
+    )
+    assert queries[0].instruction == "Apply the change." and queries[0].text == "rotated"
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text('{"query": {"text": "q"}, "pos": [{"text": "d"}], "instruction": "Find."}\n')
+    assert read_items(pairs)[0].instruction == "Find."
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataFormatError, match=r"empty\.jsonl: no records"):
+        read_items(empty)
+
+
+def test_length_sorted_batches_and_item_order_kept(embedder, mbeir_root):
+    items = read_items(mbeir_root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl", mbeir_root)
+    order = length_order(items)
+    assert [items[i].image is not None for i in order] == sorted(items[i].image is not None for i in order)
+    vecs, ok = encode_items(embedder, items, batch_size=3, progress=None)
+    assert ok.all()
+    direct = embedder.encode([{"text": it.text, "image": it.image} for it in items])
+    assert np.abs(vecs - direct).max() <= 1e-5
+
+
+def test_interrupted_encode_resumes_to_the_same_embeddings(embedder, mbeir_root, tmp_path):
+    items = read_items(mbeir_root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl", mbeir_root)
+    # a job that died after its first shard: only shard 0 exists
+    encode_to_shards(embedder, items, tmp_path / "run", num_shards=3, shards=[0], dtype="float32")
+    first = tmp_path / "run" / "shard-00000-of-00003"
+    stamp = (first / "meta.json").stat().st_mtime_ns
+    encode_to_shards(embedder, items, tmp_path / "run", num_shards=3, dtype="float32")
+    assert (first / "meta.json").stat().st_mtime_ns == stamp  # the complete shard was not redone
+    encode_to_shards(embedder, items, tmp_path / "fresh", num_shards=3, dtype="float32")
+    ids_a, vecs_a = read_embeddings([tmp_path / "run"])
+    ids_b, vecs_b = read_embeddings([tmp_path / "fresh"])
+    assert ids_a == ids_b == [it.id for it in items]
+    assert np.abs(vecs_a - vecs_b).max() <= 1e-6
+
+
+def test_two_shards_merged_equal_one_unsharded_run(embedder, mbeir_root, tmp_path):
+    items = read_items(mbeir_root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl", mbeir_root)
+    encode_to_shards(embedder, items, tmp_path / "two", num_shards=2, dtype="float32")
+    encode_to_shards(embedder, items, tmp_path / "one", num_shards=1, dtype="float32")
+    ids_two, two = read_embeddings([tmp_path / "two"])
+    ids_one, one = read_embeddings([tmp_path / "one"])
+    assert ids_two == ids_one
+    assert np.abs(two - one).max() <= 1e-5
+
+
+def test_bad_image_fails_with_path_or_is_skipped(embedder, mbeir_root, tmp_path):
+    (mbeir_root / "images/4.png").unlink()
+    items = read_items(mbeir_root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl", mbeir_root)
+    with pytest.raises(Exception, match=r"item 3:10: image file not found: .*images/4\.png"):
+        encode_to_shards(embedder, items, tmp_path / "strict", num_shards=1)
+    encode_to_shards(embedder, items, tmp_path / "lenient", num_shards=1, skip_bad=True)
+    ids, _ = read_embeddings([tmp_path / "lenient"])
+    assert "3:10" not in ids and len(ids) == len(items) - 1
