@@ -16,6 +16,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("search", "embed queries, search an index, write a TREC run", "jfe.retrieval.commands:search_main"),
     ("eval", "M-BEIR metrics from a run, or end to end, with the modality probe", "jfe.retrieval.evaluate:main"),
     ("mine", "hard negatives from a search run", "jfe.retrieval.commands:mine_main"),
+    ("export", "merge a run into a self-contained model folder with its model card", "jfe.export:main"),
+    ("push", "upload an exported folder to the Hugging Face Hub", "jfe.hub:main"),
 ]
 
 

@@ -20,7 +20,7 @@ from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
 from jfe.data.mimic import MimicOptions
 from jfe.data.pairs import InMemoryPool, load_pairs
 from jfe.data.sampler import TaskBatchSampler
-from jfe.embedder import Embedder
+from jfe.export import RUN_CONFIG, write_final
 from jfe.train.config import TrainConfig
 from jfe.train.model import ContrastiveModel, load_embedder
 
@@ -164,6 +164,11 @@ def run(config: TrainConfig, callbacks: list | None = None) -> Path:
         sampler_options={"weights": config.task_weights or None},
         callbacks=callbacks,
     )
+    if trainer.is_world_process_zero():
+        # lets `jfe export` rebuild a merged model from any checkpoint of this run
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        run_config = {"config": config.to_dict(), "base_model": model_path}
+        (Path(config.output_dir) / RUN_CONFIG).write_text(json.dumps(run_config, indent=2))
     resume = get_last_checkpoint(config.output_dir) if config.resume and os.path.isdir(config.output_dir) else None
     if config.resume and resume is None:
         logger.warning("resume requested but no checkpoint found in %s: starting from step 0", config.output_dir)
@@ -179,7 +184,7 @@ def run(config: TrainConfig, callbacks: list | None = None) -> Path:
     else:
         state_dict = trainer.accelerator.get_state_dict(model)
     if trainer.is_world_process_zero():
-        save_final(config, model_path, state_dict, final, model)
+        write_final(config, model_path, state_dict, final)
         history = [e for e in trainer.state.log_history if "loss" in e]
         summary = {
             "config": config.to_dict(),
@@ -200,31 +205,3 @@ def _hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
     return f"CPU ({os.cpu_count()} cores)"
-
-
-def save_final(
-    config: TrainConfig, model_path: str, state_dict: dict[str, torch.Tensor], out: Path, model: ContrastiveModel
-) -> None:
-    """Write the trained embedder in jfe's format, LoRA merged into full-precision base weights.
-
-    The trained weights are loaded into a fresh full-precision copy of the base, so the same path
-    serves full training, LoRA and QLoRA (whose 4-bit base is not what users should download)."""
-    fresh = TrainConfig(**{**config.to_dict(), "quantization": "", "gradient_checkpointing": False})
-    base = load_embedder(fresh, model_path)
-    prefix = "embedder."
-    wanted = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    if config.trainable == "lora":
-        wanted = {k: v for k, v in wanted.items() if "lora_" in k}
-    else:
-        wanted = {k: v for k, v in wanted.items() if k.startswith("model.")}
-    missing = base.load_state_dict({k: v.float() for k, v in wanted.items()}, strict=False)
-    not_loaded = [k for k in wanted if k in missing.unexpected_keys]
-    if not_loaded:
-        raise RuntimeError(f"trained weights did not match the model: {not_loaded[:5]}")
-    if config.trainable == "lora":
-        base.model = base.model.merge_and_unload()
-    base.config.base_model = model_path
-    embedder = Embedder(base.model, base.processor, base.config)
-    embedder.save(out)
-    temperature = float(model.temperature().detach())
-    (out / "jfe_temperature.json").write_text(json.dumps({"temperature": temperature}))
