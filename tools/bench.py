@@ -1,0 +1,419 @@
+"""Benchmarks of jfe against its baselines, each a ratio measured side by side in one run.
+
+    python tools/bench.py [--json OUT] [--quick]
+
+Keys (goal in brackets):
+  encode_vs_st        jfe encode throughput / sentence-transformers encode throughput      [>= 1.0]
+  encode_vs_bare      jfe encode throughput / bare forward on pre-collated batches         [>= 0.9]
+  padding_efficiency  real / padded tokens, encode and training batches, M-BEIR-like mix   [>= 0.95]
+  train_vs_bare       jfe training-step throughput / bare forward+backward+AdamW step      [>= 0.9]
+  gradcache_memory    peak memory growth, effective batch 512 / batch 32, chunk 32         [<= 1.25]
+  qlora_memory        4-bit model memory / bf16 model memory, >= 100M parameters           [<= 0.35]
+  ann_speedup         best IVF/HNSW QPS / Flat QPS among settings with recall@10 >= 0.95   [>= 20]
+  ann_recall          that setting's recall@10 against exact search                        [>= 0.95]
+  index_overhead      jfe index + search wall time / the same FAISS calls made directly    [<= 1.1]
+
+--quick shrinks every size so the whole file runs in about a minute (a smoke run, not figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+GOALS = {
+    "encode_vs_st": (">=", 1.0),
+    "encode_vs_bare": (">=", 0.9),
+    "padding_efficiency": (">=", 0.95),
+    "train_vs_bare": (">=", 0.9),
+    "gradcache_memory": ("<=", 1.25),
+    "qlora_memory": ("<=", 0.35),
+    "ann_speedup": (">=", 20.0),
+    "ann_recall": (">=", 0.95),
+    "index_overhead": ("<=", 1.1),
+}
+
+WORDS = ["a", "handwritten", "red", "green", "blue", "seven", "three", "rotated", "mirrored", "image", "of", "the"]
+
+
+def _mbeir_like_inputs(n: int, seed: int = 0) -> list[dict]:
+    """Short captions, a long tail of long texts, images with and without text (as in M-BEIR)."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        words = rng.choice([rng.randint(3, 12)] * 7 + [rng.randint(20, 60)] * 2 + [rng.randint(80, 200)])
+        text = " ".join(rng.choice(WORDS) for _ in range(words))
+        kind = rng.random()
+        image = None
+        if kind < 0.5:
+            side = rng.choice([16, 24, 32])
+            image = Image.fromarray(np.random.default_rng(i).integers(0, 256, (side, side, 3), dtype=np.uint8))
+        out.append({"text": text if kind > 0.25 else None, "image": image})
+    return out
+
+
+def _throughput(fn, n_items: int, repeats: int = 1) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return n_items / best
+
+
+def bench_encode(model_dir: Path, n: int, batch_size: int) -> dict:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from jfe import Embedder
+    from jfe.inputs import to_embed_input
+
+    embedder = Embedder.from_pretrained(model_dir, dtype="float32", device="cpu")
+    saved = model_dir.parent / "saved"
+    embedder.save(saved)
+    st = SentenceTransformer(str(saved), device="cpu")
+    inputs = _mbeir_like_inputs(n)
+    st_inputs = [{k: v for k, v in x.items() if v is not None} for x in inputs]
+
+    jfe_tp = _throughput(lambda: embedder.encode(inputs, batch_size=batch_size), n)
+    st_tp = _throughput(lambda: st.encode(st_inputs, batch_size=batch_size), n)
+    # bare: the same batches jfe forms, collated beforehand; only the model forward is timed
+    items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
+    order = sorted(range(n), key=lambda i: (items[i].image is not None, len(items[i].text or "")))
+    batches = [
+        embedder.collate([items[i] for i in order[s : s + batch_size]], [None] * len(order[s : s + batch_size]))
+        for s in range(0, n, batch_size)
+    ]
+
+    def bare():
+        with torch.inference_mode():
+            for features in batches:
+                embedder.model(**features, use_cache=False)
+
+    bare_tp = _throughput(bare, n)
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    padded = sum(b["attention_mask"].numel() for b in batches)
+    return {
+        "encode_vs_st": jfe_tp / st_tp,
+        "encode_vs_bare": jfe_tp / bare_tp,
+        "encode_padding_efficiency": real / padded,
+        "encode_items_per_s": jfe_tp,
+        "st_items_per_s": st_tp,
+        "bare_items_per_s": bare_tp,
+    }
+
+
+def _train_batches(model_dir: Path, n_batches: int, batch_size: int):
+    from jfe.data.collator import ContrastiveCollator
+    from jfe.formatting import EmbedInput
+    from jfe.inputs import to_embed_input
+
+    collator = ContrastiveCollator(_processor(model_dir))
+    inputs = _mbeir_like_inputs(2 * n_batches * batch_size, seed=1)
+    batches = []
+    for b in range(n_batches):
+        chunk = inputs[2 * b * batch_size : 2 * (b + 1) * batch_size]
+        examples = []
+        for i in range(batch_size):
+            query = to_embed_input(chunk[2 * i], i)
+            positive = to_embed_input(chunk[2 * i + 1], i)
+            examples.append(
+                {
+                    "qid": f"q{b}-{i}",
+                    "query": query,
+                    "instruction": "Retrieve the matching item.",
+                    "positive": positive,
+                    "negatives": [],
+                    "positive_id": f"d{b}-{i}",
+                    "negative_ids": [],
+                    "relevant_ids": [f"d{b}-{i}"],
+                }
+            )
+        batches.append(collator(examples))
+    del EmbedInput
+    return batches
+
+
+def _processor(model_dir: Path):
+    from transformers import AutoProcessor
+
+    from jfe.formatting import EMBEDDING_CHAT_TEMPLATE
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    processor.chat_template = EMBEDDING_CHAT_TEMPLATE
+    return processor
+
+
+def bench_train(model_dir: Path, n_batches: int, batch_size: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from jfe.pooling import last_token_pool
+    from jfe.train.config import TrainConfig
+    from jfe.train.model import ContrastiveModel, load_embedder
+
+    config = TrainConfig(model=str(model_dir), output_dir="unused", trainable="full")
+    batches = _train_batches(model_dir, n_batches, batch_size)
+    real = sum(int(f["attention_mask"][: n].sum()) for b in batches for f, n in
+               zip(b["query"] + b["candidates"], b["query_counts"] + b["candidate_counts"], strict=True))  # fmt: skip
+    padded = sum(f["attention_mask"][:n].numel() for b in batches for f, n in
+                 zip(b["query"] + b["candidates"], b["query_counts"] + b["candidate_counts"], strict=True))  # fmt: skip
+
+    torch.manual_seed(0)
+    model = ContrastiveModel(load_embedder(config, str(model_dir)), config).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def jfe_steps():
+        for batch in batches:
+            loss = model(**batch)["loss"]
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    torch.manual_seed(0)
+    bare_model = load_embedder(config, str(model_dir)).model.train()
+    bare_opt = torch.optim.AdamW([p for p in bare_model.parameters() if p.requires_grad], lr=1e-5)
+
+    def bare_steps():
+        for batch in batches:
+            q_f, c_f = batch["query"][0], batch["candidates"][0]
+            q = last_token_pool(bare_model(**q_f, use_cache=False).last_hidden_state, q_f["attention_mask"])
+            c = last_token_pool(bare_model(**c_f, use_cache=False).last_hidden_state, c_f["attention_mask"])
+            q, c = (
+                F.normalize(q[: batch["query_counts"][0]], dim=-1),
+                F.normalize(c[: batch["candidate_counts"][0]], dim=-1),
+            )
+            loss = F.cross_entropy(q @ c.T / 0.05, torch.arange(q.shape[0]))
+            loss.backward()
+            bare_opt.step()
+            bare_opt.zero_grad(set_to_none=True)
+
+    n = n_batches * batch_size
+    jfe_tp = _throughput(jfe_steps, n)
+    bare_tp = _throughput(bare_steps, n)
+    return {"train_vs_bare": jfe_tp / bare_tp, "train_padding_efficiency": real / padded,
+            "train_queries_per_s": jfe_tp, "bare_train_queries_per_s": bare_tp}  # fmt: skip
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def gradcache_child(model_dir: str, batch_size: int, chunk: int) -> None:
+    """Runs in a fresh process: the growth of peak RSS over one GradCache step."""
+    import torch
+
+    from jfe.train.config import TrainConfig
+    from jfe.train.model import ContrastiveModel, load_embedder
+
+    config = TrainConfig(model=model_dir, output_dir="unused", trainable="full", gradcache_chunk_size=chunk)
+    model = ContrastiveModel(load_embedder(config, model_dir), config).train()
+    from jfe.data.collator import ContrastiveCollator
+
+    examples = []
+    texts = _mbeir_like_inputs(2 * batch_size, seed=2)
+    from jfe.inputs import to_embed_input
+
+    for i in range(batch_size):
+        examples.append({"qid": str(i), "query": to_embed_input(texts[2 * i], i), "instruction": None,
+                         "positive": to_embed_input(texts[2 * i + 1], i), "negatives": [], "positive_id": str(i),
+                         "negative_ids": [], "relevant_ids": [str(i)]})  # fmt: skip
+    batch = ContrastiveCollator(model.embedder.processor, chunk_size=chunk)(examples)
+    torch.optim.AdamW(model.parameters())  # allocated lazily; measured step is forward + backward
+    before = _rss_mb()
+    model(**batch)["loss"].backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"growth_mb": peak - before}))
+
+
+def bench_gradcache(model_dir: Path, big: int, small: int, chunk: int) -> dict:
+    def growth(batch_size: int) -> float:
+        out = subprocess.run([sys.executable, __file__, "--gradcache-child", str(model_dir), str(batch_size),
+                              str(chunk)], capture_output=True, text=True, check=True)  # fmt: skip
+        return json.loads(out.stdout.strip().splitlines()[-1])["growth_mb"]
+
+    big_mb, small_mb = growth(big), growth(small)
+    return {"gradcache_memory": big_mb / small_mb, "gradcache_growth_mb": {str(big): big_mb, str(small): small_mb}}
+
+
+def bench_qlora(folder: Path, hidden: int, layers: int) -> dict:
+    import torch
+    from transformers import AutoModel, BitsAndBytesConfig
+
+    from jfe.tiny import build_tiny_model
+
+    build_tiny_model(folder, hidden=hidden, layers=layers)
+    bf16 = AutoModel.from_pretrained(folder, dtype=torch.bfloat16)
+    params = sum(p.numel() for p in bf16.parameters())
+    bf16_bytes = bf16.get_memory_footprint()
+    del bf16
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                               bnb_4bit_use_double_quant=True, llm_int8_skip_modules=["visual", "lm_head"])  # fmt: skip
+    q4 = AutoModel.from_pretrained(folder, dtype=torch.bfloat16, quantization_config=quant)
+    return {"qlora_memory": q4.get_memory_footprint() / bf16_bytes, "qlora_model_parameters": params}
+
+
+def _clustered(n: int, dim: int, centres: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, dim)).astype(np.float32) * 3
+    x = c[rng.integers(0, centres, n)] + rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def bench_ann(n: int, n_queries: int, dim: int, centres: int, hnsw: bool) -> dict:
+    import faiss
+
+    from jfe.retrieval.index import build_index, set_search_params
+    from jfe.retrieval.search import search
+
+    x = _clustered(n, dim, centres, 0)
+    q = _clustered(n_queries, dim, centres, 1)
+    ids = [str(i) for i in range(n)]
+    flat = build_index(x, ids, "Flat")
+    start = time.perf_counter()
+    exact, _ = flat.search(q, 10)[1], None
+    flat_qps = n_queries / (time.perf_counter() - start)
+    exact_sets = [set(row) for row in exact]
+    settings = []
+    nlist = max(16, int(4 * np.sqrt(n)))
+    ivf = build_index(x, ids, f"IVF{nlist},Flat", train_size=min(n, 64 * nlist))
+    for nprobe in (4, 8, 16, 32, 64):
+        set_search_params(ivf, nprobe=nprobe)
+        start = time.perf_counter()
+        _, found = ivf.search(q, 10)
+        qps = n_queries / (time.perf_counter() - start)
+        recall = np.mean([len(exact_sets[i] & set(found[i])) / 10 for i in range(n_queries)])
+        settings.append({"index": f"IVF{nlist},Flat nprobe={nprobe}", "qps": qps, "recall@10": float(recall)})
+    if hnsw:
+        graph = build_index(x, ids, "HNSW32")
+        for ef in (32, 64, 128):
+            set_search_params(graph, ef_search=ef)
+            start = time.perf_counter()
+            _, found = graph.search(q, 10)
+            qps = n_queries / (time.perf_counter() - start)
+            recall = np.mean([len(exact_sets[i] & set(found[i])) / 10 for i in range(n_queries)])
+            settings.append({"index": f"HNSW32 efSearch={ef}", "qps": qps, "recall@10": float(recall)})
+    good = [s for s in settings if s["recall@10"] >= 0.95]
+    best = max(good, key=lambda s: s["qps"]) if good else max(settings, key=lambda s: s["recall@10"])
+    del faiss, search
+    return {"ann_speedup": best["qps"] / flat_qps, "ann_recall": best["recall@10"], "ann_best": best["index"],
+            "ann_flat_qps": flat_qps, "ann_settings": settings}  # fmt: skip
+
+
+def bench_index_overhead(n: int, n_queries: int, dim: int, workdir: Path) -> dict:
+    import faiss
+
+    from jfe.retrieval.index import build_index, load_index, save_index, set_search_params
+    from jfe.retrieval.search import search, write_trec_run
+    from jfe.retrieval.shards import read_embeddings, write_shard
+
+    x = _clustered(n, dim, 200, 2)
+    q = _clustered(n_queries, dim, 200, 3)
+    ids = [f"d{i}" for i in range(n)]
+    write_shard(workdir / "shard-00000-of-00001", ids, x)
+    factory, nprobe = "IVF256,Flat", 16
+
+    def jfe_path():
+        got_ids, vectors = read_embeddings([workdir])
+        index = build_index(vectors, got_ids, factory, train_size=n)
+        save_index(index, got_ids, workdir / "index", factory=factory)
+        loaded, loaded_ids, _ = load_index(workdir / "index")
+        set_search_params(loaded, nprobe=nprobe)
+        scores, dids = search(loaded, loaded_ids, q, 10)
+        write_trec_run(workdir / "run.trec", [f"q{i}" for i in range(n_queries)], scores, dids)
+
+    def faiss_path():
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        index.train(x)
+        index.add(x)
+        index.nprobe = nprobe
+        index.search(q, 10)
+
+    def timed(fn):
+        fn()
+        best = float("inf")
+        for _ in range(2):
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    jfe_s, faiss_s = timed(jfe_path), timed(faiss_path)
+    return {"index_overhead": jfe_s / faiss_s, "index_jfe_seconds": jfe_s, "index_faiss_seconds": faiss_s}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the benchmark runs, not figures")
+    parser.add_argument("--no-hnsw", action="store_true", help="skip building HNSW on the 1M vectors (slow)")
+    parser.add_argument("--gradcache-child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.gradcache_child:
+        gradcache_child(args.gradcache_child[0], int(args.gradcache_child[1]), int(args.gradcache_child[2]))
+        return 0
+
+    from jfe.tiny import build_tiny_model
+
+    quick = args.quick
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        hidden, layers = (64, 2) if quick else (512, 4)
+        wide = build_tiny_model(tmp / "wide" / "model", hidden=hidden, layers=layers)
+        steps = [
+            ("encode", lambda: bench_encode(wide, 32 if quick else 256, 16 if quick else 32)),
+            ("train", lambda: bench_train(wide, 2 if quick else 8, 8 if quick else 32)),
+            ("gradcache", lambda: bench_gradcache(wide, 64 if quick else 512, 32, 32)),
+            ("qlora", lambda: bench_qlora(tmp / "big", 128 if quick else 1024, 2 if quick else 8)),
+            (
+                "ann",
+                lambda: bench_ann(
+                    *((20_000, 200, 64, 200) if quick else (1_000_000, 1_000, 256, 2_000)),
+                    hnsw=not (quick or args.no_hnsw),
+                ),
+            ),
+            (
+                "index",
+                lambda: bench_index_overhead(
+                    20_000 if quick else 200_000, 200 if quick else 2_000, 64 if quick else 256, tmp
+                ),
+            ),
+        ]
+        for name, fn in steps:
+            start = time.perf_counter()
+            results.update(fn())
+            print(f"[{name}] done in {time.perf_counter() - start:.0f} s", flush=True)
+    results["padding_efficiency"] = min(results["encode_padding_efficiency"], results["train_padding_efficiency"])
+    print("\n| key | value | goal | met |\n|---|---:|---|---|")
+    for key, (op, goal) in GOALS.items():
+        value = results[key]
+        met = value >= goal if op == ">=" else value <= goal
+        print(f"| {key} | {value:.3f} | {op} {goal} | {'yes' if met else 'NO'} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
