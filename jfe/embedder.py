@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor, BatchFeature
 
+from jfe.atomic import atomic_dir
 from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, EmbedInput, tokenize_batch
 from jfe.inputs import to_embed_input
 from jfe.pooling import last_token_pool
@@ -172,19 +171,11 @@ class Embedder(torch.nn.Module):
         """Write weights, processor (with the embedding chat template), jfe and sentence-transformers
         configs into ``path``, atomically: the folder appears complete or not at all."""
         out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_dir(out) as tmp:
             self.model.save_pretrained(tmp)
             self.processor.save_pretrained(tmp)
             (tmp / JFE_CONFIG).write_text(json.dumps(asdict(self.config), indent=2))
             write_sentence_transformers_config(tmp, self.dimension, self.config.prompts)
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
         return out
 
 

@@ -14,12 +14,12 @@ import argparse
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
+from jfe.atomic import atomic_dir
 from jfe.embedder import JFE_CONFIG, Embedder
 from jfe.train.config import TrainConfig
 
@@ -86,17 +86,8 @@ def write_final(config: TrainConfig, base_path: str, state_dict: dict[str, torch
 
 
 def _atomic_copy(src: Path, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    shutil.rmtree(tmp)
-    try:
-        shutil.copytree(src, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with atomic_dir(out) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
     return out
 
 

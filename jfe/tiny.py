@@ -8,8 +8,6 @@ exactly like a downloaded Qwen2-VL, so every jfe code path runs on it unchanged.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,6 +20,8 @@ from transformers import (
     Qwen2VLProcessor,
     Qwen2VLVideoProcessor,
 )
+
+from jfe.atomic import atomic_dir
 
 ARCHS = ("qwen2_vl", "qwen2_5_vl")
 
@@ -88,7 +88,7 @@ def build_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
     )
 
 
-def _configs(arch: str, tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> dict:
+def _configs(arch: str, tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int, vision_hidden: int) -> dict:
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     heads = 4
     head_dim = hidden // heads
@@ -113,7 +113,7 @@ def _configs(arch: str, tokenizer: PreTrainedTokenizerFast, hidden: int, layers:
     }
     vision_config = {
         "depth": 2,
-        "hidden_size": hidden,
+        "hidden_size": hidden,  # the merger's output: the LLM's width
         "num_heads": 4,
         "patch_size": 4,
         "spatial_merge_size": 2,
@@ -121,11 +121,12 @@ def _configs(arch: str, tokenizer: PreTrainedTokenizerFast, hidden: int, layers:
         "in_channels": 3,
     }
     if arch == "qwen2_vl":
-        vision_config.update({"embed_dim": hidden, "mlp_ratio": 2})
+        vision_config.update({"embed_dim": vision_hidden, "mlp_ratio": 2})
     else:
         vision_config.update(
             {
-                "intermediate_size": hidden * 2,
+                "hidden_size": vision_hidden,
+                "intermediate_size": vision_hidden * 2,
                 "out_hidden_size": hidden,
                 "window_size": 16,
                 "fullatt_block_indexes": [1],
@@ -149,6 +150,7 @@ def build_tiny_model(
     seed: int = 0,
     hidden: int = 64,
     layers: int = 2,
+    vision_hidden: int | None = None,
 ) -> Path:
     """Write a random-init tiny VLM checkpoint to ``out_dir`` (atomically) and return its path."""
     if arch not in ARCHS:
@@ -156,7 +158,7 @@ def build_tiny_model(
     out = Path(out_dir)
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
-    config = AutoConfig.for_model(arch, **_configs(arch, tokenizer, hidden, layers))
+    config = AutoConfig.for_model(arch, **_configs(arch, tokenizer, hidden, layers, vision_hidden or hidden))
     model = AutoModelForImageTextToText.from_config(config)
     # Small images keep the visual token count (and the CPU cost) low: 8x8 to 32x32 pixels.
     pixels = {"min_pixels": 8 * 8, "max_pixels": 32 * 32, "patch_size": 4, "merge_size": 2}
@@ -166,15 +168,7 @@ def build_tiny_model(
         tokenizer=tokenizer,
         chat_template=GENERATIVE_CHAT_TEMPLATE,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out

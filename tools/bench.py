@@ -107,46 +107,59 @@ def bench_encode(model_dir: Path, n: int, batch_size: int) -> dict:
                 embedder.model(**features, use_cache=False)
 
     bare_tp = _throughput(bare, n)
-    real = sum(int(b["attention_mask"].sum()) for b in batches)
-    padded = sum(b["attention_mask"].numel() for b in batches)
     return {
         "encode_vs_st": jfe_tp / st_tp,
         "encode_vs_bare": jfe_tp / bare_tp,
-        "encode_padding_efficiency": real / padded,
         "encode_items_per_s": jfe_tp,
         "st_items_per_s": st_tp,
         "bare_items_per_s": bare_tp,
     }
 
 
-def _train_batches(model_dir: Path, n_batches: int, batch_size: int):
+def bench_encode_padding(model_dir: Path, n: int, batch_size: int) -> dict:
+    """Real / padded tokens of jfe's encode batches (length-sorted) on an M-BEIR-like mix; only
+    tokenised, so the corpus can be large enough for sorting to find neighbours."""
+    from jfe import Embedder
+    from jfe.inputs import to_embed_input
+    from jfe.retrieval.encode import EncodeItem, length_order
+
+    embedder = Embedder.from_pretrained(model_dir, dtype="float32", device="cpu")
+    inputs = _mbeir_like_inputs(n, seed=3)
+    items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
+    order = length_order([EncodeItem(str(i), it.text, "img" if it.image else None) for i, it in enumerate(items)])
+    real = padded = 0
+    for start in range(0, n, batch_size):
+        chunk = [items[i] for i in order[start : start + batch_size]]
+        mask = embedder.collate(chunk, [None] * len(chunk))["attention_mask"]
+        real, padded = real + int(mask.sum()), padded + mask.numel()
+    return {"encode_padding_efficiency": real / padded}
+
+
+def _train_batches(model_dir: Path, n_batches: int, batch_size: int, pool: int):
+    """Training batches as jfe forms them: task-homogeneous, length-grouped (``group_by_length``),
+    drawn by TaskBatchSampler from a pool of M-BEIR-like query/positive pairs."""
     from jfe.data.collator import ContrastiveCollator
-    from jfe.formatting import EmbedInput
+    from jfe.data.sampler import TaskBatchSampler
     from jfe.inputs import to_embed_input
 
     collator = ContrastiveCollator(_processor(model_dir))
-    inputs = _mbeir_like_inputs(2 * n_batches * batch_size, seed=1)
+    inputs = _mbeir_like_inputs(2 * pool, seed=1)
+    queries = [to_embed_input(inputs[2 * i], 2 * i) for i in range(pool)]
+    positives = [to_embed_input(inputs[2 * i + 1], 2 * i + 1) for i in range(pool)]
+
+    def length_of(i: int) -> int:
+        return len(queries[i].text or "") + (1000 if queries[i].image else 0)
+
+    sampler = TaskBatchSampler({"mix": list(range(pool))}, batch_size, seed=0, length_of=length_of)
     batches = []
-    for b in range(n_batches):
-        chunk = inputs[2 * b * batch_size : 2 * (b + 1) * batch_size]
-        examples = []
-        for i in range(batch_size):
-            query = to_embed_input(chunk[2 * i], i)
-            positive = to_embed_input(chunk[2 * i + 1], i)
-            examples.append(
-                {
-                    "qid": f"q{b}-{i}",
-                    "query": query,
-                    "instruction": "Retrieve the matching item.",
-                    "positive": positive,
-                    "negatives": [],
-                    "positive_id": f"d{b}-{i}",
-                    "negative_ids": [],
-                    "relevant_ids": [f"d{b}-{i}"],
-                }
-            )
+    for plan_batch in list(sampler)[:n_batches]:
+        examples = [
+            {"qid": f"q{i}", "query": queries[i], "instruction": "Retrieve the matching item.",
+             "positive": positives[i], "negatives": [], "positive_id": f"d{i}", "negative_ids": [],
+             "relevant_ids": [f"d{i}"]}
+            for i, _ in plan_batch
+        ]  # fmt: skip
         batches.append(collator(examples))
-    del EmbedInput
     return batches
 
 
@@ -160,7 +173,7 @@ def _processor(model_dir: Path):
     return processor
 
 
-def bench_train(model_dir: Path, n_batches: int, batch_size: int) -> dict:
+def bench_train(model_dir: Path, n_batches: int, batch_size: int, pool: int) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -169,10 +182,11 @@ def bench_train(model_dir: Path, n_batches: int, batch_size: int) -> dict:
     from jfe.train.model import ContrastiveModel, load_embedder
 
     config = TrainConfig(model=str(model_dir), output_dir="unused", trainable="full")
-    batches = _train_batches(model_dir, n_batches, batch_size)
-    real = sum(int(f["attention_mask"][: n].sum()) for b in batches for f, n in
+    padding = _train_batches(model_dir, 10_000, batch_size, pool)  # every batch of the pool, for padding
+    batches = padding[:n_batches]
+    real = sum(int(f["attention_mask"][: n].sum()) for b in padding for f, n in
                zip(b["query"] + b["candidates"], b["query_counts"] + b["candidate_counts"], strict=True))  # fmt: skip
-    padded = sum(f["attention_mask"][:n].numel() for b in batches for f, n in
+    padded = sum(f["attention_mask"][:n].numel() for b in padding for f, n in
                  zip(b["query"] + b["candidates"], b["query_counts"] + b["candidate_counts"], strict=True))  # fmt: skip
 
     torch.manual_seed(0)
@@ -262,7 +276,9 @@ def bench_qlora(folder: Path, hidden: int, layers: int) -> dict:
 
     from jfe.tiny import build_tiny_model
 
-    build_tiny_model(folder, hidden=hidden, layers=layers)
+    # the LLM dominates a real VLM's weights (Qwen2-VL-7B: 7.6B LLM, 0.7B vision), so the vision
+    # tower (kept in bf16, as jfe does) is small here too
+    build_tiny_model(folder, hidden=hidden, layers=layers, vision_hidden=max(64, hidden // 8))
     bf16 = AutoModel.from_pretrained(folder, dtype=torch.bfloat16)
     params = sum(p.numel() for p in bf16.parameters())
     bf16_bytes = bf16.get_memory_footprint()
@@ -295,10 +311,11 @@ def bench_ann(n: int, n_queries: int, dim: int, centres: int, hnsw: bool) -> dic
     flat_qps = n_queries / (time.perf_counter() - start)
     exact_sets = [set(row) for row in exact]
     settings = []
-    # about sqrt(n) cells, trained on ~48 points per cell: k-means stays a minute on 2 cores
-    nlist = min(1024, max(16, int(4 * np.sqrt(n))))
-    ivf = build_index(x, ids, f"IVF{nlist},Flat", train_size=min(n, 48 * nlist))
-    for nprobe in (4, 8, 16, 32, 64):
+    # about 4 sqrt(n) cells (more cells than clusters, so a cluster is not split across many),
+    # trained on ~40 points per cell to keep k-means to a minute or two on 2 cores
+    nlist = max(16, int(4 * np.sqrt(n)))
+    ivf = build_index(x, ids, f"IVF{nlist},Flat", train_size=min(n, 40 * nlist))
+    for nprobe in (4, 8, 16, 32, 64, 128):
         set_search_params(ivf, nprobe=nprobe)
         start = time.perf_counter()
         _, found = ivf.search(q, 10)
@@ -384,7 +401,8 @@ def main() -> int:
         wide = build_tiny_model(tmp / "wide" / "model", hidden=hidden, layers=layers)
         steps = [
             ("encode", lambda: bench_encode(wide, 32 if quick else 256, 16 if quick else 32)),
-            ("train", lambda: bench_train(wide, 2 if quick else 8, 8 if quick else 32)),
+            ("padding", lambda: bench_encode_padding(wide, 512 if quick else 8192, 32)),
+            ("train", lambda: bench_train(wide, 2 if quick else 8, 8 if quick else 32, 256 if quick else 8192)),
             ("gradcache", lambda: bench_gradcache(wide, 64 if quick else 512, 32, 32)),
             ("qlora", lambda: bench_qlora(tmp / "big", 128 if quick else 1024, 2 if quick else 8)),
             (

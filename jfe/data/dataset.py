@@ -72,6 +72,11 @@ class ContrastiveDataset(torch.utils.data.Dataset):
             groups[q.dataset].append(i)
         return dict(groups)
 
+    def length_of(self, index: int) -> int:
+        """A cheap proxy of the query's token count, for length-grouped batches."""
+        q = self.queries[index]
+        return len(q.text or "") + (1000 if q.image else 0)
+
     def positive_of(self, index: int, epoch: int) -> str:
         return example_rng(self.options.seed, epoch, index).choice(self.queries[index].positives)
 

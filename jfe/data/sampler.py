@@ -25,7 +25,8 @@ class TaskBatchSampler(Sampler[list[tuple[int, int]]]):
     every step without communicating. ``positive_of(index, epoch)`` names the positive an example
     will use; two examples with the same positive share a batch only when the task has too few
     distinct positives to fill one (the loss then masks the false negatives). Incomplete batches
-    are dropped so every step has the same shape.
+    are dropped so every step has the same shape. With ``length_of``, batches are grouped by
+    length inside random windows of ``group_size`` batches (less padding).
     """
 
     def __init__(
@@ -37,6 +38,8 @@ class TaskBatchSampler(Sampler[list[tuple[int, int]]]):
         seed: int = 0,
         weights: dict[str, float] | None = None,
         positive_of: Callable[[int, int], str] | None = None,
+        length_of: Callable[[int], int] | None = None,
+        group_size: int = 16,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
@@ -49,6 +52,8 @@ class TaskBatchSampler(Sampler[list[tuple[int, int]]]):
         self.seed = seed
         self.weights = weights
         self.positive_of = positive_of
+        self.length_of = length_of
+        self.group_size = group_size
         self.epoch = 0
         self.global_batch_size = batch_size * world_size
         small = [t for t, idx in self.groups.items() if len(idx) < self.global_batch_size]
@@ -66,6 +71,11 @@ class TaskBatchSampler(Sampler[list[tuple[int, int]]]):
     def _task_batches(self, task: str, rng: random.Random, epoch: int) -> list[list[int]]:
         order = list(self.groups[task])
         rng.shuffle(order)
+        if self.length_of is not None:
+            # length grouping: sort within random windows of group_size batches, so a batch holds
+            # inputs of similar length (less padding) while batch contents stay random across epochs
+            window = self.global_batch_size * self.group_size
+            order = [i for s in range(0, len(order), window) for i in sorted(order[s : s + window], key=self.length_of)]
         queue = deque(order)
         batches: list[list[int]] = []
         while len(queue) >= self.global_batch_size:

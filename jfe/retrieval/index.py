@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from jfe.retrieval.atomic import atomic_path, atomic_write_text
+from jfe.atomic import atomic_path, atomic_write_text
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.txt"

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from jfe.retrieval.atomic import atomic_open
+from jfe.atomic import atomic_open
 from jfe.retrieval.trec import Qrels, Run, ranked
 
 

@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from jfe.retrieval.atomic import atomic_open
+from jfe.atomic import atomic_open
 
 _BAD_ID = re.compile(r"\s")
 Results = tuple[np.ndarray, list[list[str]]]

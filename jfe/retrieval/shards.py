@@ -16,7 +16,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from jfe.retrieval.atomic import atomic_path, atomic_write_text
+from jfe.atomic import atomic_path, atomic_write_text
 
 EMBEDDINGS_FILE = "embeddings.safetensors"
 IDS_FILE = "ids.txt"

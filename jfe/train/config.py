@@ -41,6 +41,7 @@ class TrainConfig:
     task_weights: dict = field(
         default_factory=dict, metadata={"help": "sampling weight per dataset (empty: proportional to size)"}
     )
+    group_by_length: bool = _f(False, "batch queries of similar length together (less padding) within random windows")
     num_negatives: int = _f(0, "hard negatives per query, from neg_cand_list or negatives_file")
     negatives_file: str = _f("", "mined negatives JSONL (jfe mine) used instead of neg_cand_list")
     fill_random_negatives: bool = _f(True, "top up missing hard negatives with random same-dataset candidates")

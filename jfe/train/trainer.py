@@ -99,7 +99,8 @@ class EmbeddingTrainer(Trainer):
             rank=self.args.process_index,
             seed=self.args.seed,
             positive_of=dataset.positive_of,
-            **self.sampler_options,
+            weights=self.sampler_options["weights"],
+            length_of=dataset.length_of if self.sampler_options["group_by_length"] else None,
         )
         # The Trainer calls set_epoch on the sampler it finds here at each epoch.
         return DataLoader(
@@ -161,7 +162,7 @@ def run(config: TrainConfig, callbacks: list | None = None) -> Path:
         args=args,
         train_dataset=dataset,
         data_collator=collator,
-        sampler_options={"weights": config.task_weights or None},
+        sampler_options={"weights": config.task_weights or None, "group_by_length": config.group_by_length},
         callbacks=callbacks,
     )
     if trainer.is_world_process_zero():

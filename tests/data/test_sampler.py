@@ -68,3 +68,20 @@ def test_bad_settings_are_refused():
         TaskBatchSampler(GROUPS, batch_size=4, weights={"z": 1.0})
     with pytest.raises(ValueError, match="no task has a full global batch of 400"):
         TaskBatchSampler(GROUPS, batch_size=200, world_size=2)
+
+
+def test_length_grouping_reduces_the_spread_inside_batches():
+    lengths = {i: (i * 7919) % 200 for i in range(400)}  # scrambled lengths
+    groups = {"a": list(range(400))}
+
+    def spread(sampler):
+        return sum(max(lengths[i] for i, _ in b) - min(lengths[i] for i, _ in b) for b in sampler)
+
+    plain = TaskBatchSampler(groups, batch_size=8, seed=0)
+    grouped = TaskBatchSampler(groups, batch_size=8, seed=0, length_of=lengths.__getitem__, group_size=10)
+    assert spread(grouped) < 0.3 * spread(plain)
+    # still every example once per epoch, and still reshuffled across epochs
+    assert sorted(i for b in grouped for i, _ in b) == list(range(400))
+    first = list(grouped)
+    grouped.set_epoch(1)
+    assert list(grouped) != first
