@@ -63,7 +63,7 @@ def run_demo(out: Path, stage1_steps: int | None = None, stage2_steps: int | Non
     from jfe.data.digits import ensure_digits_mbeir
     from jfe.embedder import Embedder
     from jfe.export import export
-    from jfe.retrieval.evaluate import evaluate_mbeir
+    from jfe.retrieval.evaluate import evaluate_mbeir, model_fingerprint
     from jfe.train.config import load_config
     from jfe.train.trainer import run
 
@@ -76,24 +76,24 @@ def run_demo(out: Path, stage1_steps: int | None = None, stage2_steps: int | Non
 
     def evaluate(model_dir: Path, name: str, **kwargs) -> dict:
         embedder = Embedder.from_pretrained(model_dir, dtype="float32", device="cpu")
-        return evaluate_mbeir(embedder, data, split="test", pool="local", work_dir=out / "eval" / name, **kwargs)
+        work = out / "eval" / f"{name}-{model_fingerprint(model_dir)}"
+        return evaluate_mbeir(embedder, data, split="test", pool="local", work_dir=work, **kwargs)
 
     results: dict = {"stages": {}, "ablation": {}}
     _banner("2/6 evaluating the untrained model")
     results["stages"]["untrained"] = _hits(evaluate(base, "untrained"))
 
+    def train(recipe: str, start_from: Path, name: str, steps: int | None) -> Path:
+        overrides = [f"output_dir={out / name}", f"model={start_from}", f"mbeir_root={data}"]
+        overrides += [f"max_steps={steps}"] if steps else []
+        return run(load_config(str(recipes / recipe), overrides))
+
     _banner("3/6 stage 1: post-training adaptation (recipes/tiny-stage1.yaml)")
-    overrides = [f"output_dir={out / 'stage1'}", f"model={base}", f"mbeir_root={data}"]
-    if stage1_steps:
-        overrides.append(f"max_steps={stage1_steps}")
-    stage1 = run(load_config(str(recipes / "tiny-stage1.yaml"), overrides))
+    stage1 = train("tiny-stage1.yaml", base, "stage1", stage1_steps)
     results["stages"]["stage1"] = _hits(evaluate(stage1, "stage1"))
 
     _banner("4/6 stage 2: instruction tuning with hard negatives, LoRA (recipes/tiny-stage2.yaml)")
-    overrides = [f"output_dir={out / 'stage2'}", f"model={stage1}", f"mbeir_root={data}"]
-    if stage2_steps:
-        overrides.append(f"max_steps={stage2_steps}")
-    stage2 = run(load_config(str(recipes / "tiny-stage2.yaml"), overrides))
+    stage2 = train("tiny-stage2.yaml", stage1, "stage2", stage2_steps)
 
     _banner("5/6 export, encode the test pools into shards, FAISS index, search, evaluate")
     exported = export(stage2, out / "model")

@@ -36,6 +36,16 @@ from jfe.retrieval.trec import read_qrels, read_qrels_tasks, read_run
 logger = logging.getLogger(__name__)
 
 
+def model_fingerprint(model_dir: str | os.PathLike) -> str:
+    """Changes whenever the weights in ``model_dir`` change, so cached pool embeddings of an older
+    model saved at the same path are never reused."""
+    import hashlib
+
+    folder = Path(model_dir)
+    parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.glob("*.safetensors"))]
+    return hashlib.sha1("|".join(parts or [str(folder.resolve())]).encode()).hexdigest()[:12]
+
+
 def recall_ks(dataset: str) -> tuple[int, ...]:
     """UniIR reports the fashion datasets at @10/@20/@50, the others at @1/@5/@10."""
     return (10, 20, 50) if "fashion" in dataset.lower() else (1, 5, 10)
@@ -200,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         split=args.split,
         pool=args.pool,
         datasets=args.datasets,
-        work_dir=out / "pool_embeddings",
+        work_dir=out / "pool_embeddings" / model_fingerprint(args.model),
         batch_size=args.batch_size,
         num_workers=args.num_workers,
     )

@@ -59,8 +59,13 @@ def test_end_to_end_eval_with_modality_probe(saved_model, mbeir_root, tmp_path):
     row = result["probe"]["tasks"]["toy_it2i"]
     assert np.isclose(row["change"], row["recall@1 ablated"] - row["recall@1"])
     assert (out / "runs" / "toy_t2i.trec").is_file()
-    # pool embeddings are cached as shards: a rerun reuses them
-    assert (out / "pool_embeddings" / "toy_t2i" / "shard-00000-of-00001" / "meta.json").is_file()
+    # pool embeddings are cached as shards, keyed by the model's weights: a rerun reuses them,
+    # a retrained model saved at the same path does not
+    from jfe.retrieval.evaluate import model_fingerprint
+
+    cache = out / "pool_embeddings" / model_fingerprint(saved_model)
+    assert (cache / "toy_t2i" / "shard-00000-of-00001" / "meta.json").is_file()
+    assert [p.name for p in (out / "pool_embeddings").iterdir()] == [cache.name]
 
 
 def test_eval_refuses_run_ids_absent_from_qrels(mbeir_root, tmp_path):
