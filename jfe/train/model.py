@@ -7,6 +7,7 @@ and ZeRO-3's parameter gathering all see one ordinary module call.
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -22,8 +23,12 @@ logger = logging.getLogger(__name__)
 
 def load_embedder(config: TrainConfig, model_path: str) -> Embedder:
     """The starting embedder with the trainable set of ``config`` (LoRA, full LLM or nothing)."""
+    # each rank loads onto its own GPU (the launcher sets LOCAL_RANK); a 4-bit model must be
+    # placed at load time, which is when bitsandbytes quantises
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     kwargs = {}
     if config.quantization == "nf4":
+        kwargs["device_map"] = {"": device}
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -32,7 +37,6 @@ def load_embedder(config: TrainConfig, model_path: str) -> Embedder:
             # the vision tower stays in full precision: it is small and frozen
             llm_int8_skip_modules=["visual", "lm_head"],
         )
-    device = "cpu" if not torch.cuda.is_available() else None
     embedder = Embedder.from_pretrained(model_path, dtype=config.dtype, device=device, **kwargs)
     embedder.config.max_text_tokens = config.max_text_tokens
     model = embedder.model
