@@ -307,6 +307,14 @@ def bench_ann(n: int, n_queries: int, dim: int, centres: int, hnsw: bool) -> dic
     _, exact = flat.search(q, 10)
     flat_qps = n_queries / (time.perf_counter() - start)
     exact_sets = [set(row) for row in exact]
+
+    def measure(index, name: str) -> dict:
+        start = time.perf_counter()
+        _, found = index.search(q, 10)
+        qps = n_queries / (time.perf_counter() - start)
+        recall = np.mean([len(exact_sets[i] & set(found[i])) / 10 for i in range(n_queries)])
+        return {"index": name, "qps": qps, "recall@10": float(recall)}
+
     settings = []
     # about 4 sqrt(n) cells (more cells than clusters, so a cluster is not split across many),
     # trained on ~40 points per cell to keep k-means to a minute or two on 2 cores
@@ -314,20 +322,12 @@ def bench_ann(n: int, n_queries: int, dim: int, centres: int, hnsw: bool) -> dic
     ivf = build_index(x, ids, f"IVF{nlist},Flat", train_size=min(n, 40 * nlist))
     for nprobe in (4, 8, 16, 32, 64, 128):
         set_search_params(ivf, nprobe=nprobe)
-        start = time.perf_counter()
-        _, found = ivf.search(q, 10)
-        qps = n_queries / (time.perf_counter() - start)
-        recall = np.mean([len(exact_sets[i] & set(found[i])) / 10 for i in range(n_queries)])
-        settings.append({"index": f"IVF{nlist},Flat nprobe={nprobe}", "qps": qps, "recall@10": float(recall)})
+        settings.append(measure(ivf, f"IVF{nlist},Flat nprobe={nprobe}"))
     if hnsw:
         graph = build_index(x, ids, "HNSW32")
         for ef in (32, 64, 128):
             set_search_params(graph, ef_search=ef)
-            start = time.perf_counter()
-            _, found = graph.search(q, 10)
-            qps = n_queries / (time.perf_counter() - start)
-            recall = np.mean([len(exact_sets[i] & set(found[i])) / 10 for i in range(n_queries)])
-            settings.append({"index": f"HNSW32 efSearch={ef}", "qps": qps, "recall@10": float(recall)})
+            settings.append(measure(graph, f"HNSW32 efSearch={ef}"))
     good = [s for s in settings if s["recall@10"] >= 0.95]
     best = max(good, key=lambda s: s["qps"]) if good else max(settings, key=lambda s: s["recall@10"])
     return {"ann_speedup": best["qps"] / flat_qps, "ann_recall": best["recall@10"], "ann_best": best["index"],
