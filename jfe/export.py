@@ -40,17 +40,11 @@ def training_prompts(config: TrainConfig) -> dict[str, str]:
     layout = MBeirLayout(Path(resolve_builtin(config.mbeir_root, "data")))
     if not layout.instructions_file.is_file():
         return {}
-    names = {}
-    import csv
-
-    with open(layout.instructions_file, encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            names[row["dataset_id"]] = row["dataset_name"]
     table = Instructions.load(layout.instructions_file)
     wanted = set(config.datasets) if config.datasets else None
     prompts = {}
     for (dataset_id, _q, _c), texts in table.prompts.items():
-        name = names.get(dataset_id, dataset_id)
+        name = table.names.get(dataset_id, dataset_id)
         if wanted is None or name in wanted:
             prompts[name] = texts[0]
     return prompts

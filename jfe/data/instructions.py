@@ -18,9 +18,15 @@ COLUMNS = ("query_modality", "cand_modality", "dataset_name", "dataset_id")
 
 
 class Instructions:
-    def __init__(self, prompts: dict[tuple[str, str, str], list[str]], path: Path | None = None):
+    def __init__(
+        self,
+        prompts: dict[tuple[str, str, str], list[str]],
+        path: Path | None = None,
+        names: dict[str, str] | None = None,
+    ):
         self.prompts = prompts
         self.path = path
+        self.names = names or {}  # dataset id -> dataset name
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Instructions:
@@ -28,6 +34,7 @@ class Instructions:
         if not path.is_file():
             raise FileNotFoundError(f"instruction file not found: {path}")
         prompts: dict[tuple[str, str, str], list[str]] = {}
+        names: dict[str, str] = {}
         with open(path, encoding="utf-8", newline="") as handle:
             reader = csv.reader(handle, delimiter="\t")
             header = next(reader, None)
@@ -38,10 +45,11 @@ class Instructions:
                     continue
                 if len(row) < 5:
                     raise DataFormatError(f"{path}:{lineno}: expected at least one prompt after the 4 key columns")
-                query_mod, cand_mod, _name, dataset_id = (c.strip() for c in row[:4])
+                query_mod, cand_mod, name, dataset_id = (c.strip() for c in row[:4])
                 texts = [c.strip() for c in row[4:] if c.strip()]
                 prompts[(dataset_id, query_mod, cand_mod)] = texts
-        return cls(prompts, path)
+                names[dataset_id] = name
+        return cls(prompts, path, names)
 
     def candidates(self, query: Query, cand_modality: str | None = None) -> list[str]:
         """All prompts that fit this query; the candidate modality defaults to the task's."""

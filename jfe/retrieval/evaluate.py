@@ -28,7 +28,7 @@ from jfe.data.instructions import Instructions
 from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
 from jfe.retrieval.encode import EncodeItem, encode_items, encode_to_shards
 from jfe.retrieval.index import build_index
-from jfe.retrieval.metrics import evaluate, to_markdown
+from jfe.retrieval.metrics import evaluate, evaluate_by_task, to_markdown
 from jfe.retrieval.search import search, write_trec_run
 from jfe.retrieval.shards import read_embeddings
 from jfe.retrieval.trec import read_qrels, read_qrels_tasks, read_run
@@ -57,8 +57,7 @@ def ablate(items: list[EncodeItem], modality: str | None) -> list[EncodeItem]:
         return items
     if modality not in ("image", "text"):
         raise ValueError(f"ablate must be 'image' or 'text', got {modality!r}")
-    field = {"image": "image", "text": "text"}[modality]
-    return [replace(it, **{field: None}) if it.image and it.text else it for it in items]
+    return [replace(it, **{modality: None}) if it.image and it.text else it for it in items]
 
 
 def _pool_index(embedder, pool: CandidatePool, work: Path | None, batch_size: int, num_workers: int):
@@ -188,12 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.qrels:
             qrels.update(read_qrels(path))
             tasks.update(read_qrels_tasks(path))
-        run = read_run(args.run)
-        by_task: dict = {}
-        for qid, task in tasks.items():
-            by_task.setdefault(task, {})[qid] = qrels[qid]
-        table = {str(t): evaluate({q: run.get(q, {}) for q in rel}, rel) for t, rel in sorted(by_task.items())}
-        table["average"] = _average(list(table.values()))
+        table = evaluate_by_task(read_run(args.run), qrels, tasks, strict=False)
         print(to_markdown(table))
         if args.out:
             Path(args.out).write_text(json.dumps(table, indent=2))

@@ -17,6 +17,7 @@ def test_first_prompt_in_eval_random_in_training(mbeir_root):
     assert drawn == {"Find the image.", "Show the picture.", "Retrieve the photo.", "Get the image."}
     it2i = load_queries(layout.query_file("toy_it2i", "test"), mbeir_root)[0]
     assert table.for_eval(it2i) == "Apply the change."
+    assert table.names == {"1": "toy_t2i", "2": "toy_i2t", "3": "toy_it2i"}
 
 
 def test_unknown_combination_and_bad_header(mbeir_root, tmp_path):
