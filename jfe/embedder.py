@@ -19,6 +19,7 @@ from transformers import AutoModel, AutoProcessor, BatchFeature
 from jfe.atomic import atomic_dir
 from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, EmbedInput, tokenize_batch
 from jfe.inputs import to_embed_input
+from jfe.lengths import batches_by_length, token_counts
 from jfe.pooling import last_token_pool
 
 JFE_CONFIG = "jfe_config.json"
@@ -160,8 +161,8 @@ class Embedder(torch.nn.Module):
         out = np.zeros((len(items), self.dimension), dtype=np.float32)
         # Batches of similar length waste less compute on padding; pooling is batch-independent,
         # so the order does not change any embedding.
-        order = sorted(range(len(items)), key=lambda i: _length_key(items[i], instructions[i]))
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        lengths = token_counts(self.processor, items, instructions, self.config.max_text_tokens)
+        batches = batches_by_length(lengths, batch_size)
         for idx in tqdm(batches, desc="encode", disable=not show_progress):
             features = self.collate([items[i] for i in idx], [instructions[i] for i in idx])
             out[idx] = self(**features).cpu().numpy()
@@ -186,10 +187,6 @@ def _per_input(instruction: str | Sequence[str | None] | None, n: int) -> list[s
     if len(instructions) != n:
         raise ValueError(f"got {len(instructions)} instructions for {n} inputs")
     return instructions
-
-
-def _length_key(item: EmbedInput, instruction: str | None) -> int:
-    return len(item.text or "") + len(instruction or "") + (10_000 if item.image is not None else 0)
 
 
 def write_sentence_transformers_config(folder: Path, dimension: int, prompts: dict[str, str]) -> None:

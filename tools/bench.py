@@ -116,33 +116,53 @@ def bench_encode(model_dir: Path, n: int, batch_size: int) -> dict:
     }
 
 
-def bench_encode_padding(model_dir: Path, n: int, batch_size: int) -> dict:
-    """Real / padded tokens of jfe's encode batches (length-sorted) on an M-BEIR-like mix; only
-    tokenised, so the corpus can be large enough for sorting to find neighbours."""
+def bench_encode_padding(model_dir: Path, n: int, batch_size: int, workdir: Path) -> dict:
+    """Real / padded tokens of the batches ``jfe encode`` forms on an M-BEIR-like mix (counted
+    from the collated features; nothing is run through the model, so the corpus can be large)."""
+    import torch
+
     from jfe import Embedder
-    from jfe.inputs import to_embed_input
-    from jfe.retrieval.encode import EncodeItem, length_order
+    from jfe.retrieval.encode import EncodeItem, encode_items
 
     embedder = Embedder.from_pretrained(model_dir, dtype="float32", device="cpu")
-    inputs = _mbeir_like_inputs(n, seed=3)
-    items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
-    order = length_order([EncodeItem(str(i), it.text, "img" if it.image else None) for i, it in enumerate(items)])
-    real = padded = 0
-    for start in range(0, n, batch_size):
-        chunk = [items[i] for i in order[start : start + batch_size]]
-        mask = embedder.collate(chunk, [None] * len(chunk))["attention_mask"]
-        real, padded = real + int(mask.sum()), padded + mask.numel()
-    return {"encode_padding_efficiency": real / padded}
+    items = []
+    (workdir / "images").mkdir(parents=True, exist_ok=True)
+    for i, x in enumerate(_mbeir_like_inputs(n, seed=3)):
+        path = None
+        if x["image"] is not None:
+            path = str(workdir / "images" / f"{i}.png")
+            x["image"].save(path)
+        items.append(EncodeItem(str(i), x["text"], path))
+    counted = {"real": 0, "padded": 0}
+
+    class Counting:
+        """Stands in for the embedder: collates as it does and counts the tokens."""
+
+        processor, config, dimension = embedder.processor, embedder.config, 1
+
+        def collate(self, rows, instructions):
+            mask = embedder.collate(rows, instructions)["attention_mask"]
+            counted["real"] += int(mask.sum())
+            counted["padded"] += mask.numel()
+            return {"rows": len(rows)}
+
+        def __call__(self, rows):
+            return torch.zeros(rows, 1)
+
+    encode_items(Counting(), items, batch_size, progress=None)
+    return {"encode_padding_efficiency": counted["real"] / counted["padded"]}
 
 
-def _train_batches(model_dir: Path, n_batches: int, batch_size: int, pool: int):
-    """Training batches as jfe forms them: task-homogeneous, length-grouped (``group_by_length``),
-    drawn by TaskBatchSampler from a pool of M-BEIR-like query/positive pairs."""
+def _train_batches(model_dir: Path, n_batches: int, batch_size: int, pool: int, config=None):
+    """Training batches from TaskBatchSampler over a pool of M-BEIR-like query/positive pairs,
+    collated as a run with ``config`` collates them (default: one processor call per side)."""
     from jfe.data.collator import ContrastiveCollator
     from jfe.data.sampler import TaskBatchSampler
     from jfe.inputs import to_embed_input
+    from jfe.train.trainer import build_collator
 
-    collator = ContrastiveCollator(_processor(model_dir))
+    processor = _processor(model_dir)
+    collator = build_collator(config, processor) if config else ContrastiveCollator(processor)
     inputs = _mbeir_like_inputs(2 * pool, seed=1)
     queries = [to_embed_input(inputs[2 * i], 2 * i) for i in range(pool)]
     positives = [to_embed_input(inputs[2 * i + 1], 2 * i + 1) for i in range(pool)]
@@ -150,7 +170,8 @@ def _train_batches(model_dir: Path, n_batches: int, batch_size: int, pool: int):
     def length_of(i: int) -> int:
         return len(queries[i].text or "") + (1000 if queries[i].image else 0)
 
-    sampler = TaskBatchSampler({"mix": list(range(pool))}, batch_size, seed=0, length_of=length_of)
+    grouped = config is not None and config.group_by_length
+    sampler = TaskBatchSampler({"mix": list(range(pool))}, batch_size, seed=0, length_of=length_of if grouped else None)
     batches = []
     for plan_batch in list(sampler)[:n_batches]:
         examples = [
@@ -161,6 +182,18 @@ def _train_batches(model_dir: Path, n_batches: int, batch_size: int, pool: int):
         ]  # fmt: skip
         batches.append(collator(examples))
     return batches
+
+
+def _real_and_padded(batches: list[dict]) -> tuple[int, int]:
+    """Real tokens of the real rows, and every token the model runs (dummy-image rows included)."""
+    real = padded = 0
+    for batch in batches:
+        for chunk, n in zip(
+            batch["query"] + batch["candidates"], batch["query_counts"] + batch["candidate_counts"], strict=True
+        ):
+            real += int(chunk["attention_mask"][:n].sum())
+            padded += chunk["attention_mask"].numel()
+    return real, padded
 
 
 def _processor(model_dir: Path):
@@ -182,12 +215,11 @@ def bench_train(model_dir: Path, n_batches: int, batch_size: int, pool: int) -> 
     from jfe.train.model import ContrastiveModel, load_embedder
 
     config = TrainConfig(model=str(model_dir), output_dir="unused", trainable="full")
-    padding = _train_batches(model_dir, 10_000, batch_size, pool)  # every batch of the pool, for padding
-    batches = padding[:n_batches]
-    real = sum(int(f["attention_mask"][: n].sum()) for b in padding for f, n in
-               zip(b["query"] + b["candidates"], b["query_counts"] + b["candidate_counts"], strict=True))  # fmt: skip
-    padded = sum(f["attention_mask"][:n].numel() for b in padding for f, n in
-                 zip(b["query"] + b["candidates"], b["query_counts"] + b["candidate_counts"], strict=True))  # fmt: skip
+    # every batch of the pool, for the padding figure; a few of them, timed
+    real, padded = _real_and_padded(_train_batches(model_dir, 10_000, batch_size, pool, config))
+    batches = _train_batches(model_dir, n_batches, batch_size, pool, config)
+    # the bare loop: one processor call per side, padded to its longest row
+    bare_batches = _train_batches(model_dir, n_batches, batch_size, pool)
 
     torch.manual_seed(0)
     model = ContrastiveModel(load_embedder(config, str(model_dir)), config).train()
@@ -205,7 +237,7 @@ def bench_train(model_dir: Path, n_batches: int, batch_size: int, pool: int) -> 
     bare_opt = torch.optim.AdamW([p for p in bare_model.parameters() if p.requires_grad], lr=1e-5)
 
     def bare_steps():
-        for batch in batches:
+        for batch in bare_batches:
             q_f, c_f = batch["query"][0], batch["candidates"][0]
             q = last_token_pool(bare_model(**q_f, use_cache=False).last_hidden_state, q_f["attention_mask"])
             c = last_token_pool(bare_model(**c_f, use_cache=False).last_hidden_state, c_f["attention_mask"])
@@ -397,7 +429,7 @@ def main() -> int:
         wide = build_tiny_model(tmp / "wide" / "model", hidden=hidden, layers=layers)
         steps = [
             ("encode", lambda: bench_encode(wide, 32 if quick else 256, 16 if quick else 32)),
-            ("padding", lambda: bench_encode_padding(wide, 512 if quick else 8192, 32)),
+            ("padding", lambda: bench_encode_padding(wide, 512 if quick else 8192, 32, tmp / "padding")),
             ("train", lambda: bench_train(wide, 2 if quick else 8, 8 if quick else 32, 256 if quick else 8192)),
             ("gradcache", lambda: bench_gradcache(wide, 64 if quick else 512, 32, 32)),
             ("qlora", lambda: bench_qlora(tmp / "big", 128 if quick else 1024, 2 if quick else 12)),

@@ -11,44 +11,94 @@ import torch
 from PIL import Image
 
 from jfe.formatting import EmbedInput, tokenize_batch
+from jfe.lengths import batches_by_length, split_by_length, token_counts
 
 logger = logging.getLogger(__name__)
 
-# Under DDP or ZeRO-3 a rank whose batch has no image would skip the vision tower while the others
-# run it; the collective calls then stop matching and the job hangs. A one-image extra row keeps
-# every rank on the same code path. It is the LAST row of its side and is dropped after pooling,
-# and rows never attend to each other, so it changes no real embedding.
+# A rank whose step never runs the vision tower while the others do hangs the job: DDP and ZeRO-2
+# wait for gradients it never makes, and under ZeRO-3 every module call is a collective, so there
+# each chunk must run the tower. A side (or, per chunk, a chunk) without images therefore gets one
+# extra dummy-image row: the LAST row of its chunk, dropped after pooling. Rows never attend to each
+# other, so it changes no real embedding.
 DUMMY_IMAGE = Image.new("RGB", (28, 28))
 
 
 class ContrastiveCollator:
     """Queries (with instructions) and candidates (positives first, then every query's hard
-    negatives; no instructions), each side in one processor call, or one call per chunk of
-    ``chunk_size`` rows when GradCache is on.
+    negatives; no instructions), each side as one or more chunks, one processor call per chunk.
 
-    Output keys: ``query`` and ``candidates`` (lists of chunk features; a chunk without any image
-    gets one trailing dummy-image row), ``query_counts`` and ``candidate_counts`` (real rows per
-    chunk), ``qids``.
+    Chunks: one per side by default; ``length_chunks`` > 1 splits each side into that many chunks
+    of rows of similar token length (the split that pads the fewest tokens); GradCache's
+    ``chunk_size`` cuts each side, sorted by length, into chunks of that many rows. Rows never
+    attend to each other, so chunking changes no embedding, only how much is padding.
+
+    ``dummy_image``: "side" (a side without images gets one dummy row, in the chunk where it adds
+    the least padding; enough for DDP and ZeRO-2), "chunk" (every chunk without images gets one;
+    what ZeRO-3 needs) or "none".
+
+    Output keys: ``query`` and ``candidates`` (lists of chunk features), ``query_counts`` and
+    ``candidate_counts`` (real rows per chunk), ``query_order`` and ``candidate_order`` (the batch
+    row of each chunk row, chunks concatenated), the id tensors for the loss, and ``qids``.
     """
 
-    def __init__(self, processor, max_text_tokens: int = 512, dummy_image: bool = True, chunk_size: int = 0):
+    def __init__(
+        self,
+        processor,
+        max_text_tokens: int = 512,
+        dummy_image: str = "side",
+        chunk_size: int = 0,
+        length_chunks: int = 1,
+    ):
+        if dummy_image not in ("side", "chunk", "none"):
+            raise ValueError(f"dummy_image={dummy_image!r} is not one of 'side', 'chunk', 'none'")
         self.processor = processor
         self.max_text_tokens = max_text_tokens
         self.dummy_image = dummy_image
         self.chunk_size = chunk_size
+        self.length_chunks = length_chunks
         self.skipped: Counter[str] = Counter()
+        self._dummy_length: int | None = None
 
-    def _features(self, items: list[EmbedInput], instructions: list[str | None]):
-        if self.dummy_image and all(item.image is None for item in items):
-            items = [*items, EmbedInput(image=DUMMY_IMAGE)]
-            instructions = [*instructions, None]
-        return tokenize_batch(self.processor, items, instructions, self.max_text_tokens)
+    def _groups(self, lengths: list[int] | None, n: int) -> list[list[int]]:
+        if lengths is None:
+            return [list(range(n))]
+        if not self.chunk_size:
+            return split_by_length(lengths, self.length_chunks)
+        # GradCache's chunks keep a fixed size (its memory bound); sorting only makes them tighter.
+        return batches_by_length(lengths, self.chunk_size)
 
-    def _side(self, items: list[EmbedInput], instructions: list[str | None]) -> tuple[list, list[int]]:
-        size = self.chunk_size or len(items)
-        starts = range(0, len(items), size)
-        chunks = [self._features(items[i : i + size], instructions[i : i + size]) for i in starts]
-        return chunks, [len(items[i : i + size]) for i in starts]
+    def _dummy_chunks(self, groups: list[list[int]], items: list[EmbedInput], lengths: list[int] | None) -> set[int]:
+        """The chunks that get a dummy-image row."""
+        if self.dummy_image == "none":
+            return set()
+        imageless = {c for c, g in enumerate(groups) if all(items[i].image is None for i in g)}
+        if self.dummy_image == "chunk":
+            return imageless
+        if len(imageless) < len(groups):
+            return set()  # the side has an image
+        if len(groups) == 1:
+            return {0}
+        if self._dummy_length is None:
+            self._dummy_length = token_counts(self.processor, [EmbedInput(image=DUMMY_IMAGE)], [None], 0)[0]
+        longest = [max(lengths[i] for i in g) for g in groups]
+        added = [
+            max(top, self._dummy_length) * (len(g) + 1) - top * len(g) for g, top in zip(groups, longest, strict=True)
+        ]
+        return {added.index(min(added))}
+
+    def _side(self, items: list[EmbedInput], instructions: list[str | None]) -> tuple[list, list[int], torch.Tensor]:
+        chunked = self.chunk_size or self.length_chunks > 1
+        lengths = token_counts(self.processor, items, instructions, self.max_text_tokens) if chunked else None
+        groups = self._groups(lengths, len(items))
+        with_dummy = self._dummy_chunks(groups, items, lengths)
+        chunks = []
+        for c, g in enumerate(groups):
+            rows, texts = [items[i] for i in g], [instructions[i] for i in g]
+            if c in with_dummy:
+                rows, texts = [*rows, EmbedInput(image=DUMMY_IMAGE)], [*texts, None]
+            chunks.append(tokenize_batch(self.processor, rows, texts, self.max_text_tokens))
+        order = torch.tensor([i for g in groups for i in g], dtype=torch.long)
+        return chunks, [len(g) for g in groups], order
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         kept = []
@@ -63,8 +113,8 @@ class ContrastiveCollator:
             raise ValueError("every example of this batch was skipped as bad input")
         queries = [e["query"] for e in kept]
         candidates = [e["positive"] for e in kept] + [n for e in kept for n in e["negatives"]]
-        query_chunks, query_counts = self._side(queries, [e["instruction"] for e in kept])
-        cand_chunks, cand_counts = self._side(candidates, [None] * len(candidates))
+        query_chunks, query_counts, query_order = self._side(queries, [e["instruction"] for e in kept])
+        cand_chunks, cand_counts, cand_order = self._side(candidates, [None] * len(candidates))
         candidate_ids = [e["positive_id"] for e in kept] + [d for e in kept for d in e["negative_ids"]]
         relevant = [[id_hash(d) for d in e["relevant_ids"]] for e in kept]
         width = max(len(r) for r in relevant)
@@ -73,6 +123,8 @@ class ContrastiveCollator:
             "candidates": cand_chunks,
             "query_counts": query_counts,
             "candidate_counts": cand_counts,
+            "query_order": query_order,
+            "candidate_order": cand_order,
             # hashed ids let the loss mask in-batch false negatives, across ranks too
             "positive_ids": torch.tensor([r + [-1] * (width - len(r)) for r in relevant], dtype=torch.long),
             "candidate_ids": torch.tensor([id_hash(d) for d in candidate_ids], dtype=torch.long),

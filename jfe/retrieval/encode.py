@@ -29,6 +29,7 @@ from jfe.data.mbeir import CandidatePool, load_queries
 from jfe.data.pairs import load_pairs
 from jfe.formatting import EmbedInput
 from jfe.inputs import BadInputError, load_image
+from jfe.lengths import batches_by_length, token_counts
 from jfe.retrieval.shards import is_complete, shard_dir, shard_slice, write_shard
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def read_items(
 
 
 def length_order(items: list[EncodeItem]) -> list[int]:
-    """Indices sorted by expected token count, so batches hold similar lengths (less padding)."""
+    """Indices in a rough token-count order that needs no image opened: text-only items first,
+    each group by characters of text and instruction."""
     return sorted(
         range(len(items)),
         key=lambda i: (items[i].image is not None, len(items[i].text or "") + len(items[i].instruction or "")),
@@ -101,6 +103,18 @@ class _Loaded(Dataset):
         return i, EmbedInput(text=item.text, image=image)
 
 
+def _windows(loader, rows: int):
+    """Loaded rows, ``rows`` at a time (the last window may be smaller)."""
+    window = []
+    for batch in loader:
+        window.extend(batch)
+        if len(window) >= rows:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
 def encode_items(
     embedder,
     items: list[EncodeItem],
@@ -108,8 +122,13 @@ def encode_items(
     num_workers: int = 0,
     skip_bad: bool = False,
     progress: str | None = "encode",
+    window_batches: int = 16,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings (N, D) float32 in item order, and a bool mask of the items that were embedded."""
+    """Embeddings (N, D) float32 in item order, and a bool mask of the items that were embedded.
+
+    Items are read in a rough length order (text length, images last: no image is opened for
+    it); each window of ``window_batches`` batches is then re-sorted by exact token count, image
+    sizes included, before it is cut into batches, so little of a batch is padding."""
     order = length_order(items)
     ordered = [items[i] for i in order]
     loader = DataLoader(
@@ -120,15 +139,21 @@ def encode_items(
     )
     out = np.zeros((len(items), embedder.dimension), dtype=np.float32)
     ok = np.zeros(len(items), dtype=bool)
-    with torch.inference_mode():
-        for rows in tqdm(loader, desc=progress, disable=progress is None, unit="batch"):
-            good = [(i, x) for i, x in rows if x is not None]
+    bar = tqdm(total=len(items), desc=progress, disable=progress is None, unit="item")
+    with torch.inference_mode(), bar:
+        for window in _windows(loader, batch_size * window_batches):
+            bar.update(len(window))
+            good = [(order[i], x, ordered[i].instruction) for i, x in window if x is not None]
             if not good:
                 continue
-            positions = [order[i] for i, _ in good]
-            features = embedder.collate([x for _, x in good], [ordered[i].instruction for i, _ in good])
-            out[positions] = embedder(**features).cpu().numpy()
-            ok[positions] = True
+            lengths = token_counts(
+                embedder.processor, [x for _, x, _ in good], [t for *_, t in good], embedder.config.max_text_tokens
+            )
+            for batch in batches_by_length(lengths, batch_size):
+                positions = [good[j][0] for j in batch]
+                features = embedder.collate([good[j][1] for j in batch], [good[j][2] for j in batch])
+                out[positions] = embedder(**features).cpu().numpy()
+                ok[positions] = True
     return out, ok
 
 

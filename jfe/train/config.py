@@ -57,6 +57,11 @@ class TrainConfig:
     temperature_min: float = _f(0.01, "lower bound of a learnable temperature")
     gather_across_ranks: bool = _f(True, "use every rank's candidates as negatives (all-gather with gradient)")
     gradcache_chunk_size: int = _f(0, "GradCache: embed in chunks of this size (0: off)")
+    length_chunks: int = _f(
+        8,
+        "embed each side of a batch in this many passes of rows of similar token length, so short rows "
+        "are not padded to the longest (same loss and gradients; 1: one pass; GradCache sorts its own chunks)",
+    )
 
     # --- what trains
     trainable: str = _f("lora", "lora (adapters on the LLM), full (the whole LLM) or none")
@@ -110,6 +115,8 @@ class TrainConfig:
             raise ValueError("data_format mbeir needs mbeir_root")
         if self.data_format == "pairs" and not self.pairs_files:
             raise ValueError("data_format pairs needs pairs_files")
+        if self.length_chunks < 1:
+            raise ValueError(f"length_chunks={self.length_chunks} must be at least 1 (1: one pass per side)")
         if self.quantization and self.trainable != "lora":
             raise ValueError("quantization (QLoRA) trains adapters only: set trainable=lora")
         if self.gradcache_chunk_size and self.deepspeed and deepspeed_stage(self.deepspeed) == 3:

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 
 import torch
 
+from jfe.lengths import in_batch_order
+
 
 @contextmanager
 def _replayed_rng(state: tuple[torch.Tensor, list[torch.Tensor]]):
@@ -59,17 +61,23 @@ def _embed_without_graph(embed, chunks: Sequence, counts: Sequence[int]):
     return torch.cat(parts), states
 
 
-def gradcache_loss(model, query_chunks, query_counts, cand_chunks, cand_counts, ids: dict) -> torch.Tensor:
-    """The contrastive loss of the whole batch; its backward pushes gradients chunk by chunk."""
+def gradcache_loss(model, query: tuple, candidates: tuple, ids: dict) -> torch.Tensor:
+    """The contrastive loss of the whole batch; its backward pushes gradients chunk by chunk.
+
+    ``query`` and ``candidates``: (chunks, real rows per chunk, batch row of each chunk row or None).
+    """
+    (query_chunks, query_counts, query_order), (cand_chunks, cand_counts, cand_order) = query, candidates
     q, q_states = _embed_without_graph(model.embed, query_chunks, query_counts)
     c, c_states = _embed_without_graph(model.embed, cand_chunks, cand_counts)
-    q.requires_grad_(True)
-    c.requires_grad_(True)
+    q = in_batch_order(q, query_order).requires_grad_(True)
+    c = in_batch_order(c, cand_order).requires_grad_(True)
     temperature = model.temperature()
     loss = model.loss(q, c, temperature, ids)
     learn_t = temperature.requires_grad
     grads = torch.autograd.grad(loss, [q, c, temperature] if learn_t else [q, c])
-    grad_q, grad_c = grads[0], grads[1]
+    # the replay embeds chunk after chunk, so it takes the gradients in chunk-row order
+    grad_q = grads[0] if query_order is None else grads[0][query_order.to(q.device)]
+    grad_c = grads[1] if cand_order is None else grads[1][cand_order.to(c.device)]
 
     def replay(grad_output: torch.Tensor) -> None:
         params = [p for p in model.parameters() if p.requires_grad]

@@ -14,6 +14,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import BitsAndBytesConfig
 
 from jfe.embedder import Embedder
+from jfe.lengths import in_batch_order
 from jfe.train.config import TrainConfig
 from jfe.train.gradcache import gradcache_loss
 from jfe.train.loss import Temperature, contrastive_loss
@@ -86,12 +87,23 @@ class ContrastiveModel(torch.nn.Module):
         return contrastive_loss(q, c, temperature, gather=self.gather, **ids)
 
     def forward(
-        self, query, candidates, query_counts, candidate_counts, positive_ids=None, candidate_ids=None, **_
+        self,
+        query,
+        candidates,
+        query_counts,
+        candidate_counts,
+        query_order=None,
+        candidate_order=None,
+        positive_ids=None,
+        candidate_ids=None,
+        **_,
     ) -> dict[str, torch.Tensor]:
-        """``query`` / ``candidates``: lists of collated chunks (one chunk unless GradCache is on)."""
+        """``query`` / ``candidates``: lists of collated chunks, as ``ContrastiveCollator`` makes them."""
         ids = {"positive_ids": positive_ids, "candidate_ids": candidate_ids}
         if self.chunk_size:
-            return {"loss": gradcache_loss(self, query, query_counts, candidates, candidate_counts, ids)}
+            sides = (query, query_counts, query_order), (candidates, candidate_counts, candidate_order)
+            return {"loss": gradcache_loss(self, *sides, ids)}
         q = torch.cat([self.embed(f, n) for f, n in zip(query, query_counts, strict=True)])
         c = torch.cat([self.embed(f, n) for f, n in zip(candidates, candidate_counts, strict=True)])
+        q, c = in_batch_order(q, query_order), in_batch_order(c, candidate_order)
         return {"loss": self.loss(q, c, self.temperature(), ids)}

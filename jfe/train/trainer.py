@@ -21,7 +21,7 @@ from jfe.data.mimic import MimicOptions
 from jfe.data.pairs import InMemoryPool, load_pairs
 from jfe.data.sampler import TaskBatchSampler
 from jfe.export import RUN_CONFIG, write_final
-from jfe.train.config import TrainConfig
+from jfe.train.config import TrainConfig, deepspeed_stage
 from jfe.train.model import ContrastiveModel, load_embedder
 
 logger = logging.getLogger(__name__)
@@ -138,6 +138,18 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
     )
 
 
+def build_collator(config: TrainConfig, processor) -> ContrastiveCollator:
+    """The collator a run with ``config`` batches with."""
+    return ContrastiveCollator(
+        processor,
+        config.max_text_tokens,
+        # ZeRO-3 runs every module call as a collective, so each chunk must run the vision tower
+        dummy_image="chunk" if config.deepspeed and deepspeed_stage(config.deepspeed) == 3 else "side",
+        chunk_size=config.gradcache_chunk_size,
+        length_chunks=config.length_chunks,
+    )
+
+
 def run(config: TrainConfig, callbacks: list | None = None) -> Path:
     """Train as ``config`` says; returns the folder of the final (merged) model.
 
@@ -154,9 +166,7 @@ def run(config: TrainConfig, callbacks: list | None = None) -> Path:
     dataset = build_dataset(config)
     embedder = load_embedder(config, model_path)
     model = ContrastiveModel(embedder, config)
-    collator = ContrastiveCollator(
-        embedder.processor, config.max_text_tokens, dummy_image=True, chunk_size=config.gradcache_chunk_size
-    )
+    collator = build_collator(config, embedder.processor)
     trainer = EmbeddingTrainer(
         model=model,
         args=args,

@@ -9,6 +9,7 @@ from jfe.data.instructions import Instructions
 from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
 from jfe.data.mimic import MimicOptions
 from jfe.inputs import BadInputError
+from jfe.lengths import in_batch_order
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_collator_layout_and_dummy_image(mbeir_root, embedder):
     assert "pixel_values" in query
     # image candidates need no dummy
     assert cands["input_ids"].shape[0] == 4
-    plain = ContrastiveCollator(embedder.processor, dummy_image=False)([ds[(0, 0)], ds[(1, 0)]])["query"][0]
+    plain = ContrastiveCollator(embedder.processor, dummy_image="none")([ds[(0, 0)], ds[(1, 0)]])["query"][0]
     assert "pixel_values" not in plain
     with torch.no_grad():
         with_dummy = embedder(**query)[:2]
@@ -100,10 +101,54 @@ def test_mimic_applies_to_the_chosen_side(mbeir_root):
     assert untouched["query"].text == "rotated"
 
 
-def test_chunks_for_gradcache(mbeir_root, embedder):
+def _rows(chunks: list, counts: list[int]) -> int:
+    return sum(int(chunk["input_ids"].shape[0]) for chunk in chunks) - sum(counts)
+
+
+def test_chunks_for_gradcache_are_length_sorted(mbeir_root, embedder):
     ds = _dataset(mbeir_root, num_negatives=1)
-    batch = ContrastiveCollator(embedder.processor, chunk_size=3)([ds[(i, 0)] for i in range(4)])
+    examples = [ds[(i, 0)] for i in range(4)]
+    batch = ContrastiveCollator(embedder.processor, chunk_size=3, dummy_image="chunk")(examples)
     assert batch["query_counts"] == [3, 1]
     assert batch["candidate_counts"] == [3, 3, 2]
-    # every chunk runs the vision tower: chunks without an image carry the dummy row
+    # for ZeRO-3 every chunk runs the vision tower: chunks without an image carry the dummy row
     assert all("pixel_values" in chunk for chunk in batch["query"] + batch["candidates"])
+    lengths = [int(m.sum()) for chunk in batch["query"] for m in chunk["attention_mask"][:3]][:4]
+    assert lengths == sorted(lengths)
+    assert sorted(batch["query_order"].tolist()) == [0, 1, 2, 3]
+
+
+def test_side_dummy_is_one_row_only_when_a_side_has_no_image(mbeir_root, embedder):
+    ds = _dataset(mbeir_root, names=("toy_t2i",), num_negatives=1)
+    examples = [ds[(0, 0)], ds[(1, 0)]]
+    batch = ContrastiveCollator(embedder.processor, length_chunks=2)(examples)
+    assert _rows(batch["query"], batch["query_counts"]) == 1  # text queries: one dummy for the side
+    assert _rows(batch["candidates"], batch["candidate_counts"]) == 0  # image candidates: none
+    per_chunk = ContrastiveCollator(embedder.processor, length_chunks=2, dummy_image="chunk")(examples)
+    assert _rows(per_chunk["query"], per_chunk["query_counts"]) == 2
+    with pytest.raises(ValueError, match="dummy_image='yes'"):
+        ContrastiveCollator(embedder.processor, dummy_image="yes")
+
+
+def test_length_chunks_change_padding_not_embeddings(mbeir_root, embedder):
+    ds = _dataset(mbeir_root, num_negatives=1)
+    examples = [ds[(i, 0)] for i in range(4)]
+    examples[0]["query"].text = "a handwritten seven " * 12  # one long row among short ones
+    one = ContrastiveCollator(embedder.processor)(examples)
+    split = ContrastiveCollator(embedder.processor, length_chunks=2)(examples)
+    assert len(split["query"]) == 2 and sum(split["query_counts"]) == 4
+
+    def padded(batch):
+        return sum(chunk["attention_mask"].numel() for chunk in batch["query"])
+
+    assert padded(split) < padded(one)
+    real = [
+        int(one["query"][0]["attention_mask"][:4].sum()),
+        sum(int(c["attention_mask"][:n].sum()) for c, n in zip(split["query"], split["query_counts"], strict=True)),
+    ]
+    assert real[0] == real[1]
+    with torch.no_grad():
+        whole = embedder(**one["query"][0])[:4]
+        parts = torch.cat([embedder(**c)[:n] for c, n in zip(split["query"], split["query_counts"], strict=True)])
+    restored = in_batch_order(parts, split["query_order"])
+    assert np.abs((restored - whole).numpy()).max() <= 1e-5

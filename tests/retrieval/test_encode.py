@@ -3,8 +3,9 @@ import pytest
 
 from jfe import Embedder
 from jfe.data.jsonl import DataFormatError
-from jfe.retrieval.encode import encode_items, encode_to_shards, length_order, read_items
+from jfe.retrieval.encode import EncodeItem, encode_items, encode_to_shards, length_order, read_items
 from jfe.retrieval.shards import read_embeddings
+from tests.conftest import make_image
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,33 @@ def test_length_sorted_batches_and_item_order_kept(embedder, mbeir_root):
     vecs, ok = encode_items(embedder, items, batch_size=3, progress=None)
     assert ok.all()
     direct = embedder.encode([{"text": it.text, "image": it.image} for it in items])
+    assert np.abs(vecs - direct).max() <= 1e-5
+
+
+def test_windows_are_resorted_by_exact_token_count(embedder, tmp_path):
+    # images of two sizes in alternation: the rough order (no image opened) cannot tell them apart
+    items = []
+    for i in range(8):
+        path = tmp_path / f"{i}.png"
+        make_image(i, (32, 32) if i % 2 else (8, 8)).save(path)
+        items.append(EncodeItem(str(i), None, str(path)))
+    widths = []
+
+    class Recording:
+        processor, config, dimension = embedder.processor, embedder.config, embedder.dimension
+
+        def collate(self, rows, instructions):
+            features = embedder.collate(rows, instructions)
+            widths.append((int(features["attention_mask"].sum()), features["attention_mask"].numel()))
+            return features
+
+        def __call__(self, **features):
+            return embedder(**features)
+
+    vecs, ok = encode_items(Recording(), items, batch_size=2, progress=None)
+    assert ok.all() and len(widths) == 4
+    assert all(real == padded for real, padded in widths)  # each batch holds one image size
+    direct = embedder.encode([make_image(i, (32, 32) if i % 2 else (8, 8)) for i in range(8)])
     assert np.abs(vecs - direct).max() <= 1e-5
 
 
