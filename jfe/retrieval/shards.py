@@ -156,7 +156,9 @@ def read_embeddings(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple
                 f"{shard} has {meta.get('model')!r}"
             )
     total, dim = sum(m["count"] for m in metas), metas[0]["dim"]
-    out = np.empty((total, dim), dtype=np.float32)
+    # one shard is returned as read (no second copy); several are copied into one array, shard by
+    # shard, so peak memory stays the result plus one shard
+    out = None if len(shards) == 1 else np.empty((total, dim), dtype=np.float32)
     all_ids: list[str] = []
     owner: dict[str, Path] = {}
     row = 0
@@ -175,7 +177,10 @@ def read_embeddings(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple
             if i in owner:
                 raise ValueError(f"duplicate id {i!r} in {owner[i]} and {shard}")
             owner[i] = shard
-        out[row : row + len(ids)] = emb
+        if out is None:
+            out = emb.astype(np.float32, copy=False)
+        else:
+            out[row : row + len(ids)] = emb
         all_ids.extend(ids)
         row += len(ids)
     return all_ids, out
