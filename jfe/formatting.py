@@ -71,23 +71,22 @@ def build_messages(item: EmbedInput, instruction: str | None = None) -> list[dic
     return messages
 
 
-def truncate_text(tokenizer, text: str, max_tokens: int) -> str:
-    """Cut ``text`` to ``max_tokens`` tokens. Done on the content, before the template adds the
-    prompt, so the prompt and the pooled token are never cut."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) <= max_tokens:
-        return text
-    return tokenizer.decode(ids[:max_tokens])
-
-
 def render(processor, items: list[EmbedInput], instructions: list[str | None], max_text_tokens: int) -> list[str]:
     """Prompt strings for a batch (image placeholders not yet expanded)."""
-    rendered = []
-    for item, instruction in zip(items, instructions, strict=True):
-        if item.text:
-            item = EmbedInput(truncate_text(processor.tokenizer, item.text, max_text_tokens), item.image)
-        rendered.append(processor.apply_chat_template(build_messages(item, instruction), tokenize=False))
-    return rendered
+    if not items:
+        return []
+    # One tokenizer call and one chat-template call for the whole batch: per-row calls cost
+    # several times more, and this runs for every training batch.
+    texts = [item.text for item in items if item.text]
+    ids = iter(processor.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
+    cut = []
+    for item in items:
+        row = next(ids) if item.text else None
+        if row is not None and len(row) > max_text_tokens:
+            item = EmbedInput(processor.tokenizer.decode(row[:max_text_tokens]), item.image)
+        cut.append(item)
+    conversations = [build_messages(item, instruction) for item, instruction in zip(cut, instructions, strict=True)]
+    return processor.apply_chat_template(conversations, tokenize=False)
 
 
 def tokenize_batch(

@@ -1,7 +1,7 @@
 import pytest
 from transformers import AutoProcessor
 
-from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, EmbedInput, build_messages, render, truncate_text
+from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, EmbedInput, build_messages, render
 from tests.conftest import make_image
 
 
@@ -47,8 +47,12 @@ def test_flat_string_content_renders_like_structured(processor):
 
 def test_truncation_cuts_content_and_keeps_prompt(processor):
     long_text = "seven " * 400
-    cut = truncate_text(processor.tokenizer, long_text, 20)
-    assert len(processor.tokenizer(cut, add_special_tokens=False)["input_ids"]) == 20
-    rendered = render(processor, [EmbedInput(text=long_text)], [None], max_text_tokens=20)[0]
-    assert rendered.endswith("Summarize above sentence in one word:<|im_end|>\n<|im_start|>assistant\n")
-    assert truncate_text(processor.tokenizer, "short", 20) == "short"
+    items = [EmbedInput(text=long_text), EmbedInput(image=make_image(0)), EmbedInput(text="short")]
+    long, image_only, short = render(processor, items, ["Find it.", None, None], max_text_tokens=20)
+    content = long.split("Find it. ")[1].split("\nSummarize")[0]
+    assert len(processor.tokenizer(content, add_special_tokens=False)["input_ids"]) == 20
+    assert long.endswith("Summarize above sentence in one word:<|im_end|>\n<|im_start|>assistant\n")
+    assert "<|image_pad|>" in image_only and "\nshort\n" in short
+    # the batched rendering equals the chat template applied input by input
+    for item, instruction, got in zip(items[1:], [None, None], [image_only, short], strict=True):
+        assert processor.apply_chat_template(build_messages(item, instruction), tokenize=False) == got
