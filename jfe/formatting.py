@@ -93,6 +93,10 @@ def tokenize_batch(
     processor, items: list[EmbedInput], instructions: list[str | None], max_text_tokens: int
 ) -> BatchFeature:
     """One processor call for a whole batch; images are consumed in placeholder order."""
-    texts = render(processor, items, instructions, max_text_tokens)
+    return tokenize_rendered(processor, render(processor, items, instructions, max_text_tokens), items)
+
+
+def tokenize_rendered(processor, texts: list[str], items: list[EmbedInput]) -> BatchFeature:
+    """Model features from prompts already rendered by :func:`render` for ``items``."""
     images = [item.image for item in items if item.image is not None]
     return processor(text=texts, images=images or None, padding=True, return_tensors="pt")

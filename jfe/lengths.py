@@ -28,8 +28,12 @@ def token_counts(
     processor, items: Sequence[EmbedInput], instructions: Sequence[str | None], max_text_tokens: int
 ) -> list[int]:
     """The number of tokens each input will have once tokenised, padding aside."""
-    texts = render(processor, list(items), list(instructions), max_text_tokens)
-    ids = processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return rendered_token_counts(processor, render(processor, list(items), list(instructions), max_text_tokens), items)
+
+
+def rendered_token_counts(processor, texts: Sequence[str], items: Sequence[EmbedInput]) -> list[int]:
+    """:func:`token_counts` from prompts already rendered for ``items``."""
+    ids = processor.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
     # the rendered prompt holds one placeholder per image, which the processor expands
     return [
         len(row) + (image_tokens(processor, it.image) - 1 if it.image is not None else 0)

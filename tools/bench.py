@@ -83,6 +83,7 @@ def bench_encode(model_dir: Path, n: int, batch_size: int) -> dict:
 
     from jfe import Embedder
     from jfe.inputs import to_embed_input
+    from jfe.lengths import batches_by_length, token_counts
 
     embedder = Embedder.from_pretrained(model_dir, dtype="float32", device="cpu")
     saved = model_dir.parent / "saved"
@@ -95,11 +96,8 @@ def bench_encode(model_dir: Path, n: int, batch_size: int) -> dict:
     st_tp = _throughput(lambda: st.encode(st_inputs, batch_size=batch_size), n)
     # bare: the same batches jfe forms, collated beforehand; only the model forward is timed
     items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
-    order = sorted(range(n), key=lambda i: (items[i].image is not None, len(items[i].text or "")))
-    batches = [
-        embedder.collate([items[i] for i in order[s : s + batch_size]], [None] * len(order[s : s + batch_size]))
-        for s in range(0, n, batch_size)
-    ]
+    lengths = token_counts(embedder.processor, items, [None] * n, embedder.config.max_text_tokens)
+    batches = [embedder.collate([items[i] for i in b], [None] * len(b)) for b in batches_by_length(lengths, batch_size)]
 
     def bare():
         with torch.inference_mode():
