@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +19,9 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor, BatchFeature
 
 from jfe.atomic import atomic_dir
-from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, EmbedInput, render, tokenize_batch, tokenize_rendered
+from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, EmbedInput, tokenize_batch
 from jfe.inputs import to_embed_input
-from jfe.lengths import batches_by_length, rendered_token_counts
+from jfe.lengths import collated_by_length
 from jfe.pooling import last_token_pool
 
 JFE_CONFIG = "jfe_config.json"
@@ -161,23 +162,15 @@ class Embedder(torch.nn.Module):
         instructions = _per_input(instruction, len(items))
         out = np.zeros((len(items), self.dimension), dtype=np.float32)
         # Batches of similar length waste less compute on padding; pooling is batch-independent,
-        # so the order does not change any embedding. Prompts are rendered once, for the exact
-        # lengths and the model inputs both.
-        texts = render(self.processor, items, instructions, self.config.max_text_tokens)
-        lengths = rendered_token_counts(self.processor, texts, items)
-        batches = batches_by_length(lengths, batch_size)
-
-        def collate(idx: list[int]) -> BatchFeature:
-            return tokenize_rendered(self.processor, [texts[i] for i in idx], [items[i] for i in idx])
-
+        # so the order does not change any embedding.
+        batches = collated_by_length(self.processor, items, instructions, self.config.max_text_tokens, batch_size)
         # The next batch is collated in a thread while the model runs this one (torch releases
         # the GIL), so preprocessing hides behind compute.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            upcoming = pool.submit(collate, batches[0]) if batches else None
-            for n, idx in enumerate(tqdm(batches, desc="encode", disable=not show_progress)):
-                features = upcoming.result()
-                if n + 1 < len(batches):
-                    upcoming = pool.submit(collate, batches[n + 1])
+            upcoming = pool.submit(next, batches, None)
+            for _ in tqdm(range(math.ceil(len(items) / batch_size)), desc="encode", disable=not show_progress):
+                idx, features = upcoming.result()
+                upcoming = pool.submit(next, batches, None)
                 out[idx] = self(**features).cpu().numpy()
         return out
 

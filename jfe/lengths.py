@@ -8,12 +8,13 @@ tokens from its size (the processor's own arithmetic, no pixels are processed).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+from transformers import BatchFeature
 
-from jfe.formatting import EmbedInput, render
+from jfe.formatting import EmbedInput, render, tokenize_rendered
 
 
 def image_tokens(processor, image) -> int:
@@ -41,15 +42,21 @@ def rendered_token_counts(processor, texts: Sequence[str], items: Sequence[Embed
     ]
 
 
-def padded_size(lengths: Sequence[int]) -> int:
-    """Tokens a batch of these lengths takes once padded to its longest."""
-    return len(lengths) * max(lengths) if len(lengths) else 0
-
-
 def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Row indices sorted by length and cut into batches of ``batch_size`` (the last may be short)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collated_by_length(
+    processor, items: Sequence[EmbedInput], instructions: Sequence[str | None], max_text_tokens: int, batch_size: int
+) -> Iterator[tuple[list[int], BatchFeature]]:
+    """(row indices, model features) for batches of rows of similar exact length. Prompts are
+    rendered once, for the lengths and the features both."""
+    items = list(items)
+    texts = render(processor, items, list(instructions), max_text_tokens)
+    for idx in batches_by_length(rendered_token_counts(processor, texts, items), batch_size):
+        yield idx, tokenize_rendered(processor, [texts[i] for i in idx], [items[i] for i in idx])
 
 
 def split_by_length(lengths: Sequence[int], parts: int) -> list[list[int]]:

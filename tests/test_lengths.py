@@ -6,7 +6,7 @@ import torch
 
 from jfe import Embedder
 from jfe.formatting import EmbedInput, tokenize_batch
-from jfe.lengths import in_batch_order, padded_size, split_by_length, token_counts
+from jfe.lengths import in_batch_order, split_by_length, token_counts
 from tests.conftest import make_image
 
 
@@ -28,6 +28,10 @@ def test_token_counts_equal_the_processors_real_lengths(processor):
         alone = tokenize_batch(processor, [item], [instruction], 20)
         assert int(alone["attention_mask"].sum()) == count
     assert len(set(counts)) == 4  # image size and truncated text both show
+
+
+def padded_size(lengths: list[int]) -> int:
+    return len(lengths) * max(lengths) if lengths else 0
 
 
 def _brute_force(lengths: list[int], parts: int) -> int:

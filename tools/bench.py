@@ -83,7 +83,7 @@ def bench_encode(model_dir: Path, n: int, batch_size: int) -> dict:
 
     from jfe import Embedder
     from jfe.inputs import to_embed_input
-    from jfe.lengths import batches_by_length, token_counts
+    from jfe.lengths import collated_by_length
 
     embedder = Embedder.from_pretrained(model_dir, dtype="float32", device="cpu")
     saved = model_dir.parent / "saved"
@@ -96,8 +96,8 @@ def bench_encode(model_dir: Path, n: int, batch_size: int) -> dict:
     st_tp = _throughput(lambda: st.encode(st_inputs, batch_size=batch_size), n)
     # bare: the same batches jfe forms, collated beforehand; only the model forward is timed
     items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
-    lengths = token_counts(embedder.processor, items, [None] * n, embedder.config.max_text_tokens)
-    batches = [embedder.collate([items[i] for i in b], [None] * len(b)) for b in batches_by_length(lengths, batch_size)]
+    collated = collated_by_length(embedder.processor, items, [None] * n, embedder.config.max_text_tokens, batch_size)
+    batches = [features for _, features in collated]
 
     def bare():
         with torch.inference_mode():
@@ -134,18 +134,15 @@ def bench_encode_padding(model_dir: Path, n: int, batch_size: int, workdir: Path
     counted = {"real": 0, "padded": 0}
 
     class Counting:
-        """Stands in for the embedder: collates as it does and counts the tokens."""
+        """Stands in for the embedder: counts the tokens of each batch instead of running it."""
 
         processor, config, dimension = embedder.processor, embedder.config, 1
 
-        def collate(self, rows, instructions):
-            mask = embedder.collate(rows, instructions)["attention_mask"]
+        def __call__(self, **features):
+            mask = features["attention_mask"]
             counted["real"] += int(mask.sum())
             counted["padded"] += mask.numel()
-            return {"rows": len(rows)}
-
-        def __call__(self, rows):
-            return torch.zeros(rows, 1)
+            return torch.zeros(mask.shape[0], 1)
 
     encode_items(Counting(), items, batch_size, progress=None)
     return {"encode_padding_efficiency": counted["real"] / counted["padded"]}

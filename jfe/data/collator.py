@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from jfe.formatting import EmbedInput, tokenize_batch
-from jfe.lengths import batches_by_length, split_by_length, token_counts
+from jfe.formatting import EmbedInput, render, tokenize_rendered
+from jfe.lengths import batches_by_length, rendered_token_counts, split_by_length
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,9 @@ class ContrastiveCollator:
         self.chunk_size = chunk_size
         self.length_chunks = length_chunks
         self.skipped: Counter[str] = Counter()
-        self._dummy_length: int | None = None
+        dummy = [EmbedInput(image=DUMMY_IMAGE)]
+        self._dummy_text = render(processor, dummy, [None], max_text_tokens)[0]
+        self._dummy_length = rendered_token_counts(processor, [self._dummy_text], dummy)[0]
 
     def _groups(self, lengths: list[int] | None, n: int) -> list[list[int]]:
         if lengths is None:
@@ -78,8 +80,6 @@ class ContrastiveCollator:
             return set()  # the side has an image
         if len(groups) == 1:
             return {0}
-        if self._dummy_length is None:
-            self._dummy_length = token_counts(self.processor, [EmbedInput(image=DUMMY_IMAGE)], [None], 0)[0]
         longest = [max(lengths[i] for i in g) for g in groups]
         added = [
             max(top, self._dummy_length) * (len(g) + 1) - top * len(g) for g, top in zip(groups, longest, strict=True)
@@ -87,16 +87,18 @@ class ContrastiveCollator:
         return {added.index(min(added))}
 
     def _side(self, items: list[EmbedInput], instructions: list[str | None]) -> tuple[list, list[int], torch.Tensor]:
+        # rendered once: the prompts give the exact lengths and every chunk's features
+        texts = render(self.processor, items, instructions, self.max_text_tokens)
         chunked = self.chunk_size or self.length_chunks > 1
-        lengths = token_counts(self.processor, items, instructions, self.max_text_tokens) if chunked else None
+        lengths = rendered_token_counts(self.processor, texts, items) if chunked else None
         groups = self._groups(lengths, len(items))
         with_dummy = self._dummy_chunks(groups, items, lengths)
         chunks = []
         for c, g in enumerate(groups):
-            rows, texts = [items[i] for i in g], [instructions[i] for i in g]
+            rows, prompts = [items[i] for i in g], [texts[i] for i in g]
             if c in with_dummy:
-                rows, texts = [*rows, EmbedInput(image=DUMMY_IMAGE)], [*texts, None]
-            chunks.append(tokenize_batch(self.processor, rows, texts, self.max_text_tokens))
+                rows, prompts = [*rows, EmbedInput(image=DUMMY_IMAGE)], [*prompts, self._dummy_text]
+            chunks.append(tokenize_rendered(self.processor, prompts, rows))
         order = torch.tensor([i for g in groups for i in g], dtype=torch.long)
         return chunks, [len(g) for g in groups], order
 

@@ -29,7 +29,7 @@ from jfe.data.mbeir import CandidatePool, load_queries
 from jfe.data.pairs import load_pairs
 from jfe.formatting import EmbedInput
 from jfe.inputs import BadInputError, load_image
-from jfe.lengths import batches_by_length, token_counts
+from jfe.lengths import collated_by_length
 from jfe.retrieval.shards import is_complete, shard_dir, shard_slice, write_shard
 
 logger = logging.getLogger(__name__)
@@ -146,12 +146,10 @@ def encode_items(
             good = [(order[i], x, ordered[i].instruction) for i, x in window if x is not None]
             if not good:
                 continue
-            lengths = token_counts(
-                embedder.processor, [x for _, x, _ in good], [t for *_, t in good], embedder.config.max_text_tokens
-            )
-            for batch in batches_by_length(lengths, batch_size):
+            rows, instructions = [x for _, x, _ in good], [t for *_, t in good]
+            max_text = embedder.config.max_text_tokens
+            for batch, features in collated_by_length(embedder.processor, rows, instructions, max_text, batch_size):
                 positions = [good[j][0] for j in batch]
-                features = embedder.collate([good[j][1] for j in batch], [good[j][2] for j in batch])
                 out[positions] = embedder(**features).cpu().numpy()
                 ok[positions] = True
     return out, ok
