@@ -32,12 +32,17 @@ def index_main(argv: list[str] | None = None) -> int:
 
 
 def search_indexes(
-    index_dirs: list[str], queries, k: int, nprobe: int | None = None, ef_search: int | None = None
+    index_dirs: list[str],
+    queries,
+    k: int,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    mmap: bool = True,
 ) -> tuple:
     """Top-k over one or several index folders (shards of one corpus), merged by score."""
     results = []
     for folder in index_dirs:
-        index, ids, _ = load_index(folder)
+        index, ids, _ = load_index(folder, mmap=mmap)
         set_search_params(index, nprobe=nprobe, ef_search=ef_search)
         results.append(search(index, ids, queries, k))
     return results[0] if len(results) == 1 else merge_topk(results, k)
@@ -56,6 +61,12 @@ def search_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nprobe", type=int, help="IVF cells visited per query")
     parser.add_argument("--ef-search", type=int, help="HNSW search breadth")
     parser.add_argument("--tag", default="jfe")
+    parser.add_argument(
+        "--mmap",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="map IVF lists from disk (instant load); --no-mmap reads the index, faster for very many queries",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -65,7 +76,7 @@ def search_main(argv: list[str] | None = None) -> int:
     items = read_items(args.queries, args.images_root, args.instruction_file)
     embedder = Embedder.from_pretrained(args.model)
     vectors, _ = encode_items(embedder, items, args.batch_size, progress="queries")
-    scores, dids = search_indexes(args.index, vectors, args.k, args.nprobe, args.ef_search)
+    scores, dids = search_indexes(args.index, vectors, args.k, args.nprobe, args.ef_search, args.mmap)
     write_trec_run(args.out, [item.id for item in items], scores, dids, tag=args.tag)
     print(f"wrote top-{args.k} for {len(items)} queries to {args.out}")
     return 0

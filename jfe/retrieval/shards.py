@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ META_FILE = "meta.json"
 TENSOR_KEY = "embeddings"
 _SHARD_RE = re.compile(r"^shard-(\d{5,})-of-(\d{5,})$")
 _DTYPES = {"float16": np.float16, "float32": np.float32}
+_MAX_HEADER = 100 * 2**20  # safetensors refuses larger headers too
 
 
 def shard_dir(out: str | os.PathLike, index: int, num_shards: int) -> Path:
@@ -134,10 +136,43 @@ def _read_ids(shard: Path, count: int) -> list[str]:
     return ids
 
 
+def _load_tensor(path: Path) -> np.ndarray:
+    with safe_open(str(path), framework="numpy") as f:
+        if TENSOR_KEY not in f.keys():  # noqa: SIM118 - safe_open handles are not containers
+            raise ValueError(f"{path}: no tensor named {TENSOR_KEY!r}")
+        return f.get_tensor(TENSOR_KEY)
+
+
+def _map_tensor(path: Path) -> np.ndarray:
+    """The embeddings tensor as a read-only memory map when it is float32 (else loaded).
+
+    safetensors files are an 8-byte little-endian header size, a JSON header giving each tensor's
+    dtype, shape and byte range, then the raw row-major data, so a float32 tensor maps in place.
+    """
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            entry = json.loads(f.read(min(size, _MAX_HEADER)))[TENSOR_KEY]
+        begin, end = (int(o) for o in entry["data_offsets"])
+        shape = tuple(int(d) for d in entry["shape"])
+        dtype = entry["dtype"]
+    except (OSError, struct.error, ValueError, KeyError, TypeError):
+        dtype = None
+    if dtype != "F32" or len(shape) != 2:
+        return _load_tensor(path)  # float16, or anything odd: safetensors reads it and explains what is wrong
+    if end - begin != 4 * shape[0] * shape[1] or 8 + size + end > path.stat().st_size:
+        raise ValueError(f"{path}: tensor {TENSOR_KEY!r} claims bytes {begin}..{end} that the file does not hold")
+    if 0 in shape:
+        return np.empty(shape, dtype=np.float32)
+    return np.memmap(path, dtype="<f4", mode="r", offset=8 + size + begin, shape=shape).view(np.ndarray)
+
+
 def read_embeddings(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """Read and concatenate shards (in the given order; shard-* folders under a parent in sorted order).
 
-    Returns the ids and a float32 (N, D) array.
+    Returns the ids and a float32 (N, D) array. A single float32 shard comes back memory-mapped and
+    read-only: indexing a large pool then costs no second gigabyte-sized copy, pages are read as
+    FAISS touches them. Several shards (or float16) are copied into one writable array.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -166,10 +201,7 @@ def read_embeddings(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple
         path = shard / EMBEDDINGS_FILE
         if not path.is_file():
             raise ValueError(f"{path}: missing embeddings file")
-        with safe_open(str(path), framework="numpy") as f:
-            if TENSOR_KEY not in f.keys():  # noqa: SIM118 - safe_open handles are not containers
-                raise ValueError(f"{path}: no tensor named {TENSOR_KEY!r}")
-            emb = f.get_tensor(TENSOR_KEY)
+        emb = _map_tensor(path) if len(shards) == 1 else _load_tensor(path)
         if emb.shape != (meta["count"], dim):
             raise ValueError(f"{path}: tensor shape {emb.shape} but {META_FILE} says ({meta['count']}, {dim})")
         ids = _read_ids(shard, emb.shape[0])

@@ -34,6 +34,12 @@ def test_encode_index_search_eval_mine(saved_model, mbeir_root, tmp_path):
                  "--instruction-file", str(tsv)]) == 0  # fmt: skip
     ranking = read_run(run)
     assert set(ranking) == {"1:1", "1:2"} and all(len(r) == 7 for r in ranking.values())  # k above the pool size
+    # reading the index whole instead of mapping it changes nothing in the run
+    read_whole = tmp_path / "read.trec"
+    assert main(["search", "--model", str(saved_model), "--index", str(idx), "--queries", str(queries),
+                 "--out", str(read_whole), "--k", "10", "--images-root", str(mbeir_root),
+                 "--instruction-file", str(tsv), "--no-mmap"]) == 0  # fmt: skip
+    assert read_whole.read_text() == run.read_text()
     # scores in the run are the model's cosine similarities with the instruction applied
     model = Embedder.from_pretrained(saved_model, dtype="float32", device="cpu")
     q = model.encode(["a red seven"], instruction="Find the image.")

@@ -85,6 +85,11 @@ def test_save_load_round_trip(tmp_path, corpus):
     after = search(loaded, loaded_ids, queries, 10)
     assert after[1] == before[1]
     np.testing.assert_array_equal(after[0], before[0])
+    # memory-mapped lists answer exactly as read ones do
+    mapped, mapped_ids, _ = load_index(tmp_path / "idx", mmap=True)
+    set_search_params(mapped, nprobe=4)
+    assert mapped_ids == ids[:5000]
+    assert search(mapped, mapped_ids, queries, 10)[1] == before[1]
 
 
 def test_load_incomplete_index_names_dir(tmp_path, corpus):

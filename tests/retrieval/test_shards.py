@@ -41,6 +41,26 @@ def test_write_read_round_trip(tmp_path, dtype):
     np.testing.assert_array_equal(got, emb.astype(np.float32))
 
 
+def test_single_float32_shard_is_mapped_read_only_and_outlives_its_file(tmp_path):
+    emb = _emb(50, 8)
+    d = write_shard(tmp_path / "one", [f"d{i}" for i in range(50)], emb)
+    _, got = read_embeddings([d])
+    assert not got.flags.writeable  # mapped from the file, not copied
+    # jfe's writers replace files by rename, so the mapping keeps the old bytes even when the shard is rewritten
+    write_shard(d, [f"d{i}" for i in range(50)], _emb(50, 8, seed=1))
+    np.testing.assert_array_equal(got, emb)
+    _, two = read_embeddings([d, write_shard(tmp_path / "two", ["x"], _emb(1, 8))])
+    assert two.flags.writeable and two.shape == (51, 8)
+
+
+def test_truncated_shard_is_named(tmp_path):
+    d = write_shard(tmp_path / "one", [f"d{i}" for i in range(50)], _emb(50, 8))
+    path = d / "embeddings.safetensors"
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ValueError, match=r"one/embeddings\.safetensors: tensor 'embeddings' claims bytes"):
+        read_embeddings([d])
+
+
 def test_parent_folder_reads_shards_in_sorted_order(tmp_path):
     # written out of order on purpose: reading must follow shard numbering, not creation time
     for i in (2, 0, 1):
