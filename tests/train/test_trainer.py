@@ -2,12 +2,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback
 
 from jfe import Embedder
 from jfe.train.config import TrainConfig
-from jfe.train.trainer import run
+from jfe.train.trainer import leave_cores_to_workers, run
 
 PROBE = ["item 3", "doc 3", {"text": "item 4"}]
 
@@ -120,3 +121,25 @@ def test_resume_continues_the_same_loss_curve(tiny_model_dir, mixed_pairs, tmp_p
     steps = range(7, 13)
     print("resume: whole", [round(whole[s], 4) for s in steps], "resumed", [round(resumed[s], 4) for s in steps])
     np.testing.assert_allclose([resumed[s] for s in steps], [whole[s] for s in steps], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "ranks", "expected"),
+    [(8, 2, 1, 6), (2, 1, 1, 1), (8, 1, 2, 3), (2, 3, 1, 1), (8, 0, 1, None)],
+)
+def test_cpu_threads_leave_a_core_to_each_worker(monkeypatch, cores, workers, ranks, expected):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    before = torch.get_num_threads()
+    try:
+        assert leave_cores_to_workers(workers, ranks) == expected
+        assert torch.get_num_threads() == (expected or before)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cpu_threads_respect_an_explicit_omp_setting(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    before = torch.get_num_threads()
+    assert leave_cores_to_workers(1) is None
+    assert torch.get_num_threads() == before
