@@ -332,16 +332,15 @@ def bench_ann(n: int, n_queries: int, dim: int, centres: int, hnsw: bool) -> dic
     q = _clustered(n_queries, dim, centres, 1)
     ids = [str(i) for i in range(n)]
     flat = build_index(x, ids, "Flat")
-    start = time.perf_counter()
     _, exact = flat.search(q, 10)
-    flat_qps = n_queries / (time.perf_counter() - start)
+    flat_qps = _throughput(lambda: flat.search(q, 10), n_queries, repeats=3)
     exact_sets = [set(row) for row in exact]
 
     def measure(index, factory: str, train_size: int, params: dict) -> dict:
         set_search_params(index, **params)
-        start = time.perf_counter()
         _, found = index.search(q, 10)
-        qps = n_queries / (time.perf_counter() - start)
+        # an IVF pass over 1,000 queries lasts a few tens of ms: one timing alone swung 2x between runs
+        qps = _throughput(lambda: index.search(q, 10), n_queries, repeats=5)
         recall = np.mean([len(exact_sets[i] & set(found[i])) / 10 for i in range(n_queries)])
         name = f"{factory} " + " ".join(f"{k}={v}" for k, v in params.items())
         return {"index": name, "qps": qps, "recall@10": float(recall), "factory": factory,
