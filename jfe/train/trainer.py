@@ -142,7 +142,7 @@ def leave_cores_to_workers(workers: int, local_ranks: int = 1) -> int | None:
     """On a CPU run, cap PyTorch's threads so each DataLoader worker keeps a core; returns the cap.
 
     PyTorch's intra-op threads default to every core, so a worker collating the next batch fights
-    the step it should overlap with (on 2 cores the tiny recipes ran 1.6x faster capped). An
+    the step it should overlap with (on 2 cores tiny stage 2 ran 1.3x faster capped). An
     explicit ``OMP_NUM_THREADS`` is left alone.
     """
     if workers < 1 or "OMP_NUM_THREADS" in os.environ:
@@ -177,6 +177,7 @@ def run(config: TrainConfig, callbacks: list | None = None) -> Path:
         # ZeRO-3 partitions weights while from_pretrained loads them; its communicator must know
         # the real world size by then, not only torch's.
         deepspeed.init_distributed()
+    threads_before = torch.get_num_threads()
     if args.use_cpu:
         local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         threads = leave_cores_to_workers(config.dataloader_num_workers, local_ranks)
@@ -204,7 +205,11 @@ def run(config: TrainConfig, callbacks: list | None = None) -> Path:
     resume = get_last_checkpoint(config.output_dir) if config.resume and os.path.isdir(config.output_dir) else None
     if config.resume and resume is None:
         logger.warning("resume requested but no checkpoint found in %s: starting from step 0", config.output_dir)
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    finally:
+        # the cap is for overlapping collation with training; what the caller runs next gets every core back
+        torch.set_num_threads(threads_before)
     final = Path(config.output_dir) / "final"
     if trainer.is_deepspeed_enabled:
         # Training is over: the fresh base loaded for the final save must not be ZeRO-3 partitioned

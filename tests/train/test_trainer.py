@@ -41,7 +41,11 @@ def _losses(final):
 @pytest.fixture(scope="module")
 def stage1(tiny_model_dir, mixed_pairs, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "stage1"
-    return run(_config(tiny_model_dir, out, pairs_files=[str(mixed_pairs)]))
+    threads = torch.get_num_threads()
+    # one DataLoader worker: a CPU run caps PyTorch's threads while it trains, and gives them back
+    final = run(_config(tiny_model_dir, out, pairs_files=[str(mixed_pairs)], dataloader_num_workers=1))
+    assert torch.get_num_threads() == threads
+    return final
 
 
 def test_stage1_writes_a_model_both_libraries_load(stage1, tiny_model_dir):
