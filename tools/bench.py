@@ -369,7 +369,7 @@ def bench_index_overhead(setting: dict, n: int, n_queries: int, dim: int, centre
     import faiss
 
     from jfe.retrieval.commands import index_main, search_indexes
-    from jfe.retrieval.index import set_search_params
+    from jfe.retrieval.index import set_search_params, training_rows
     from jfe.retrieval.search import write_trec_run
     from jfe.retrieval.shards import write_shard
 
@@ -388,9 +388,8 @@ def bench_index_overhead(setting: dict, n: int, n_queries: int, dim: int, centre
     def faiss_path():
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
-            # the rows jfe trains on (same seed), so both k-means runs do the same work
-            rng = np.random.default_rng(0)
-            index.train(x[np.sort(rng.choice(n, size=train_size, replace=False))] if n > train_size else x)
+            # the rows jfe trains on, so both k-means runs do the same work
+            index.train(x[training_rows(n, train_size)])
         index.add(x)
         set_search_params(index, **params)
         index.search(q, 10)

@@ -67,6 +67,14 @@ def _as_matrix(x: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def training_rows(n: int, train_size: int, seed: int = 0) -> np.ndarray | slice:
+    """The rows :func:`build_index` trains on: a seeded sample of ``train_size`` of ``n``, or all."""
+    if n <= train_size:
+        return slice(None)
+    # sorted: sequential memory access
+    return np.sort(np.random.default_rng(seed).choice(n, size=train_size, replace=False))
+
+
 def build_index(
     embeddings: np.ndarray,
     ids: list[str],
@@ -95,11 +103,8 @@ def build_index(
     if not index.is_trained:
         if train_size < 1:
             raise ValueError(f"factory {factory!r} needs training but train_size is {train_size}")
-        rng = np.random.default_rng(seed)
-        # sorted sample rows: same rows for a seed regardless of size, and sequential memory access
-        sample = np.sort(rng.choice(n, size=min(train_size, n), replace=False)) if n > train_size else slice(None)
         try:
-            index.train(x[sample])
+            index.train(x[training_rows(n, train_size, seed)])
         except RuntimeError as err:
             raise ValueError(
                 f"training factory {factory!r} on {min(train_size, n)} vectors failed: {_faiss_message(err)}"

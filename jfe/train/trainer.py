@@ -177,14 +177,6 @@ def run(config: TrainConfig, callbacks: list | None = None) -> Path:
         # ZeRO-3 partitions weights while from_pretrained loads them; its communicator must know
         # the real world size by then, not only torch's.
         deepspeed.init_distributed()
-    threads_before = torch.get_num_threads()
-    if args.use_cpu:
-        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        threads = leave_cores_to_workers(config.dataloader_num_workers, local_ranks)
-        if threads is not None:
-            logger.info(
-                "CPU run: %d PyTorch threads beside %d DataLoader workers", threads, config.dataloader_num_workers
-            )
     dataset = build_dataset(config)
     embedder = load_embedder(config, model_path)
     model = ContrastiveModel(embedder, config)
@@ -205,7 +197,14 @@ def run(config: TrainConfig, callbacks: list | None = None) -> Path:
     resume = get_last_checkpoint(config.output_dir) if config.resume and os.path.isdir(config.output_dir) else None
     if config.resume and resume is None:
         logger.warning("resume requested but no checkpoint found in %s: starting from step 0", config.output_dir)
+    threads_before = torch.get_num_threads()
     try:
+        if args.use_cpu:
+            local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            threads = leave_cores_to_workers(config.dataloader_num_workers, local_ranks)
+            if threads is not None:
+                workers = config.dataloader_num_workers
+                logger.info("CPU run: %d PyTorch threads beside %d DataLoader workers", threads, workers)
         result = trainer.train(resume_from_checkpoint=resume)
     finally:
         # the cap is for overlapping collation with training; what the caller runs next gets every core back
