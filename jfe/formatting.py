@@ -85,8 +85,22 @@ def render(processor, items: list[EmbedInput], instructions: list[str | None], m
         if row is not None and len(row) > max_text_tokens:
             item = EmbedInput(processor.tokenizer.decode(row[:max_text_tokens]), item.image)
         cut.append(item)
-    conversations = [build_messages(item, instruction) for item, instruction in zip(cut, instructions, strict=True)]
-    return processor.apply_chat_template(conversations, tokenize=False)
+    template = processor.chat_template
+    keys = [(template, i, item.text, item.image is not None) for item, i in zip(cut, instructions, strict=True)]
+    missing = {key: item for key, item in zip(keys, cut, strict=True) if key not in _RENDERED}
+    if missing:
+        conversations = [build_messages(item, key[1]) for key, item in missing.items()]
+        if len(_RENDERED) + len(missing) > _RENDER_CACHE_SIZE:
+            _RENDERED.clear()
+        _RENDERED.update(zip(missing, processor.apply_chat_template(conversations, tokenize=False), strict=True))
+    return [_RENDERED[key] for key in keys]
+
+
+# A prompt depends only on the template, the instruction, the text and whether there is an image,
+# and training repeats the same few instructions and captions every epoch: Jinja rendering was a
+# quarter of the time spent collating a training batch.
+_RENDERED: dict[tuple, str] = {}
+_RENDER_CACHE_SIZE = 200_000
 
 
 def tokenize_batch(

@@ -56,3 +56,27 @@ def test_truncation_cuts_content_and_keeps_prompt(processor):
     # the batched rendering equals the chat template applied input by input
     for item, instruction, got in zip(items[1:], [None, None], [image_only, short], strict=True):
         assert processor.apply_chat_template(build_messages(item, instruction), tokenize=False) == got
+
+
+def test_rendering_is_remembered_per_template_and_stays_exact(processor, tiny_model_dir, monkeypatch):
+    from jfe import formatting
+
+    monkeypatch.setattr(formatting, "_RENDERED", {})
+    items = [EmbedInput(text="a red seven", image=make_image(0)), EmbedInput(text="a red seven"), EmbedInput(text="x")]
+    instructions = ["Find it.", "Find it.", None]
+    first = render(processor, items, instructions, max_text_tokens=512)
+    assert len(formatting._RENDERED) == 3  # the image row and the text row differ though the text is the same
+    calls = []
+    monkeypatch.setattr(processor, "apply_chat_template", lambda *a, **k: calls.append(a) or [])
+    again = render(processor, [items[1], EmbedInput(text="a red seven", image=make_image(1))], instructions[:2], 512)
+    assert again == first[1::-1] and not calls  # another image with the same text: same prompt, nothing rendered
+    monkeypatch.undo()
+
+    monkeypatch.setattr(formatting, "_RENDERED", {})
+    other = AutoProcessor.from_pretrained(tiny_model_dir)
+    other.chat_template = EMBEDDING_CHAT_TEMPLATE.replace("in one word", "in a word")
+    assert render(processor, items, instructions, 512) == first
+    swapped = render(other, items, instructions, 512)
+    assert all(s == f.replace("in one word", "in a word") for s, f in zip(swapped, first, strict=True))
+    for item, instruction, got in zip(items, instructions, swapped, strict=True):
+        assert other.apply_chat_template(build_messages(item, instruction), tokenize=False) == got

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from jfe.data.collator import ContrastiveCollator
@@ -178,6 +178,9 @@ def run(config: TrainConfig, callbacks: list | None = None) -> Path:
         # the real world size by then, not only torch's.
         deepspeed.init_distributed()
     dataset = build_dataset(config)
+    # The Trainer seeds only once it exists, after the LoRA matrices were drawn: without this a
+    # stage-2 run with a fixed seed still started from different adapters every time.
+    set_seed(config.seed)
     embedder = load_embedder(config, model_path)
     model = ContrastiveModel(embedder, config)
     collator = build_collator(config, embedder.processor)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from jfe.data.digits import DIGITS_TASKS, build_digits_mbeir, ensure_digits_mbeir
+from jfe.data.digits import DIGITS_TASKS, SPLIT_WRITERS, build_digits_mbeir, ensure_digits_mbeir
 
 SPLITS = ("train", "val", "test")
 QUERY_KEYS = [
@@ -74,6 +74,12 @@ def expected_pixels(grid: np.ndarray, transform: str) -> np.ndarray:
         grid = 16 - grid
     grey = np.kron(grid * 255 // 16, np.ones((2, 2), dtype=np.int64)).astype(np.uint8)
     return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def hand(split: str, writer: int) -> int:
+    """Which half of the split's writers ``writer`` is in (0 or 1), counted independently of the builder."""
+    writers = sorted(SPLIT_WRITERS[split])
+    return int(writers.index(writer) >= len(writers) // 2)
 
 
 def tree_hash(root: Path) -> str:
@@ -220,15 +226,31 @@ def test_t2i_i2t_i2i_semantics(root):
             assert [texts[p] for p in q["pos_cand_list"]] == [f"a handwritten {NAMES[src(q)['digit']]}"]
 
         cands = {c["did"]: src(c) for c in pool(root, "digits_i2i", split)}
-        per_digit = Counter(c["digit"] for c in cands.values())
-        pool_writers = {c["writer"] for c in cands.values()}
         for q in queries(root, "digits_i2i", split):
             info = src(q)
-            pos = [cands[p] for p in q["pos_cand_list"]]
-            assert {p["digit"] for p in pos} == {info["digit"]}
-            assert info["writer"] not in pool_writers  # other writers only
-            assert len(pos) == per_digit[info["digit"]]
-            assert all(cands[n]["digit"] != info["digit"] for n in q["neg_cand_list"])
+            other_hands = {did for did, c in cands.items() if hand(split, c["writer"]) != hand(split, info["writer"])}
+            same_digit = {did for did in other_hands if cands[did]["digit"] == info["digit"]}
+            assert set(q["pos_cand_list"]) == same_digit  # every image of the digit by the other half's writers
+            assert set(q["neg_cand_list"]) <= other_hands - same_digit
+
+
+def test_image_to_image_queries_never_meet_their_own_hand(root):
+    for name in ("digits_i2i", "digits_it2i"):
+        for split in SPLITS:
+            rows = queries(root, name, split)
+            query_hands = Counter(hand(split, src(q)["writer"]) for q in rows)
+            pool_hands = Counter(hand(split, src(c)["writer"]) for c in pool(root, name, split))
+            if split == "train":
+                # Both ways over one pool of every train writer: twice the query images to learn from.
+                assert set(query_hands) == set(pool_hands) == {0, 1}
+                assert {src(q)["writer"] for q in rows} == set(SPLIT_WRITERS["train"])
+            else:
+                # Eval asks one way: first half's queries, the other half's pool.
+                assert set(query_hands) == {0} and set(pool_hands) == {1}
+            cands = {c["did"]: src(c) for c in pool(root, name, split)}
+            for q in rows:
+                listed = [cands[did] for did in q["pos_cand_list"] + q["neg_cand_list"]]
+                assert {hand(split, c["writer"]) for c in listed} == {1 - hand(split, src(q)["writer"])}
 
 
 def test_it2t_is_a_conjunction(root):
@@ -251,8 +273,8 @@ def test_it2i_positives_are_the_digit_so_transformed(root, sk):
     for split in SPLITS:
         cands = {c["did"]: c for c in pool(root, "digits_it2i", split)}
         infos = {did: src(c) for did, c in cands.items()}
-        combos = Counter((info["digit"], info["transform"]) for info in infos.values())
-        assert set(combos) == {(d, t) for d in range(10) for t in ["plain", *TRANSFORMS]}
+        combos = Counter((hand(split, i["writer"]), i["digit"], i["transform"]) for i in infos.values())
+        assert {key[1:] for key in combos} == {(d, t) for d in range(10) for t in ["plain", *TRANSFORMS]}
         rows = queries(root, "digits_it2i", split)
         assert {q["query_txt"] for q in rows} == set(TRANSFORMS)
         checked = 0
@@ -261,7 +283,7 @@ def test_it2i_positives_are_the_digit_so_transformed(root, sk):
             assert q["query_txt"] == info["transform"]
             positives = [infos[p] for p in q["pos_cand_list"]]
             assert {(p["digit"], p["transform"]) for p in positives} == {(info["digit"], info["transform"])}
-            assert len(positives) == combos[info["digit"], info["transform"]]
+            assert len(positives) == combos[1 - hand(split, info["writer"]), info["digit"], info["transform"]]
             assert info["writer"] not in {p["writer"] for p in positives}
             for n in q["neg_cand_list"]:
                 neg = infos[n]

@@ -81,6 +81,21 @@ def test_stage2_lora_starts_from_the_merged_stage1_output(stage1, mixed_pairs, t
     assert json.loads((final / "jfe_config.json").read_text())["base_model"] == str(stage1)
 
 
+def test_a_lora_run_is_a_function_of_its_seed(stage1, mixed_pairs, tmp_path):
+    def lora_run(name, seed):
+        torch.manual_seed(len(name))  # whatever state the caller left the global generator in
+        config = _config(stage1, tmp_path / name, pairs_files=[str(mixed_pairs)], stage="instruct",
+                         trainable="lora", max_steps=3, save_steps=100, seed=seed)  # fmt: skip
+        final = run(config)
+        return _losses(final), Embedder.from_pretrained(final, dtype="float32", device="cpu").encode(PROBE)
+
+    losses, vecs = lora_run("first", seed=0)
+    again, again_vecs = lora_run("second", seed=0)
+    other, other_vecs = lora_run("other-seed", seed=1)
+    assert losses == again and np.array_equal(vecs, again_vecs)
+    assert losses != other and np.abs(vecs - other_vecs).max() > 1e-4
+
+
 def test_qlora_trains_and_exports_full_precision(stage1, mixed_pairs, tmp_path):
     final = run(
         _config(
