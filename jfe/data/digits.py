@@ -16,9 +16,9 @@ digits_it2i     7        image,text      image       image of a seven + "rotated
 The data carries no writer ids. The UCI original is stored writer by writer, so the samples, in
 their original order, are cut into 43 contiguous blocks that stand in for its 43 writers. Writers
 0-32 make the train split, 33-37 val and 38-42 test, so no writer of val or test is seen in
-training. Within a split, tasks whose queries and candidates are both images take their queries
-from the first half of the split's writers and their candidates from the other half, so a query
-image never meets itself or its own writer's hand in the pool.
+training. In tasks whose queries and candidates are both images, a query only meets candidates
+by the other half of the split's writers, never itself or its own writer's hand: val and test
+take their queries from the first half and their pool from the second; train asks both ways.
 
 Images are white ink on black, upscaled to 16x16 RGB by pixel repetition; a grey level ``v`` in
 0..16 becomes ``v * 255 // 16``. The transforms of ``digits_it2i`` act on the 0..16 grid before
@@ -480,8 +480,9 @@ def _readme(splits: dict[str, list[_Dataset]], seed: int) -> str:
         f"Built by `jfe.data.digits.build_digits_mbeir` (format {FORMAT_VERSION}, seed {seed}) from scikit-learn's",
         "`load_digits`: 8x8 digits upscaled to 16x16 RGB PNGs, white ink on black. Writers are 43 contiguous",
         "blocks of the original sample order; writers 0-32 are train, 33-37 val, 38-42 test. Where both queries",
-        "and candidates are images (i2i, it2i), queries come from the first half of a split's writers and",
-        "candidates from the other half.",
+        "and candidates are images (i2i, it2i), a query's positives and negatives are by the other half of the",
+        "split's writers: val and test queries come from the first half and their pool from the second; train",
+        "asks both ways over one pool.",
         "",
         "| dataset | id | task | query -> candidate | meaning |",
         "|---|---|---|---|---|",
