@@ -14,11 +14,19 @@ def cache_dir() -> Path:
     return Path(base) / "jfe"
 
 
+# The built-in tiny model's shape. The vision tower is twice as wide as the LLM: on the digits val
+# split that lifted stage-2 composed-image Hit@1 from 0.90 / 0.885 (seeds 0 / 1) to 0.93 / 0.91
+# for 1.2x the step time, while widening the LLM too made a step 1.9x slower. The folder name
+# carries the shape, so a checkpoint cached with another shape is never picked up.
+TINY_SHAPE = {"hidden": 64, "layers": 2, "vision_hidden": 128}
+
+
 def tiny_model(arch: str = "qwen2_vl", seed: int = 0) -> Path:
     """The tiny random-init checkpoint for ``arch``, built into the cache the first time."""
     from jfe.tiny import build_tiny_model
 
-    path = cache_dir() / f"tiny-{arch}-seed{seed}"
+    shape = "h{hidden}-l{layers}-v{vision_hidden}".format(**TINY_SHAPE)
+    path = cache_dir() / f"tiny-{arch}-{shape}-seed{seed}"
     if not (path / "config.json").is_file():
-        build_tiny_model(path, arch=arch, seed=seed)
+        build_tiny_model(path, arch=arch, seed=seed, **TINY_SHAPE)
     return path

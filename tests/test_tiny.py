@@ -11,7 +11,17 @@ from jfe.tiny import build_tiny_model
 def test_tool_writes_a_loadable_checkpoint(tmp_path):
     out = tmp_path / "m"
     subprocess.run(
-        [sys.executable, "tools/make_tiny_model.py", str(out), "--arch", "qwen2_5_vl", "--seed", "3"],
+        [
+            sys.executable,
+            "tools/make_tiny_model.py",
+            str(out),
+            "--arch",
+            "qwen2_5_vl",
+            "--seed",
+            "3",
+            "--vision-hidden",
+            "96",
+        ],
         check=True,
         capture_output=True,
     )
@@ -19,6 +29,7 @@ def test_tool_writes_a_loadable_checkpoint(tmp_path):
         assert (out / name).is_file(), name
     config = AutoConfig.from_pretrained(out)
     assert config.model_type == "qwen2_5_vl"
+    assert (config.vision_config.hidden_size, config.vision_config.out_hidden_size) == (96, 64)
     # mrope sections must cover head_dim / 2 rotary frequencies
     head_dim = config.text_config.hidden_size // config.text_config.num_attention_heads
     assert sum(config.text_config.rope_parameters["mrope_section"]) == head_dim // 2
