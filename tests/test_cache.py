@@ -17,7 +17,7 @@ def test_tiny_model_is_built_once_with_its_shape_in_the_folder_name(tmp_path, mo
     (tmp_path / "tiny-qwen2_vl-seed0").mkdir()
     (tmp_path / "tiny-qwen2_vl-seed0" / "config.json").write_text("{}")
     path = tiny_model("qwen2_vl")
-    assert path.parent == tmp_path and path.name == "tiny-qwen2_vl-h64-l2-v128-seed0"
+    assert path.parent == tmp_path and path.name == "tiny-qwen2_vl-h64-l2-v64-seed0"
     config = AutoConfig.from_pretrained(path)
     assert config.text_config.hidden_size == TINY_SHAPE["hidden"]
     assert config.text_config.num_hidden_layers == TINY_SHAPE["layers"]
