@@ -6,6 +6,7 @@ python tools/make_tiny_model.py OUT_DIR [--arch qwen2_vl|qwen2_5_vl] [--seed N] 
 
 import argparse
 
+from jfe.cache import TINY_SHAPE
 from jfe.tiny import ARCHS, build_tiny_model
 
 
@@ -14,8 +15,10 @@ def main() -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--arch", choices=ARCHS, default="qwen2_vl")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hidden", type=int, default=64, help="hidden size of the LLM (and of the vision tower)")
-    parser.add_argument("--layers", type=int, default=2, help="number of LLM layers")
+    parser.add_argument(
+        "--hidden", type=int, default=TINY_SHAPE["hidden"], help="hidden size of the LLM (and of the vision tower)"
+    )
+    parser.add_argument("--layers", type=int, default=TINY_SHAPE["layers"], help="number of LLM layers")
     parser.add_argument("--vision-hidden", type=int, help="width of the vision tower (default: --hidden)")
     args = parser.parse_args()
     path = build_tiny_model(
