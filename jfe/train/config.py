@@ -56,6 +56,9 @@ class TrainConfig:
     learn_temperature: bool = _f(False, "learn the temperature, clamped to [temperature_min, 1]")
     temperature_min: float = _f(0.01, "lower bound of a learnable temperature")
     gather_across_ranks: bool = _f(True, "use every rank's candidates as negatives (all-gather with gradient)")
+    symmetric_loss: bool = _f(
+        False, "also the reverse InfoNCE, each positive picking its query among the batch's queries (averaged)"
+    )
     gradcache_chunk_size: int = _f(0, "GradCache: embed in chunks of this size (0: off)")
     length_chunks: int = _f(
         8,

@@ -38,17 +38,20 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def gather_ids(ids: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's candidate ids (no gradient), rank order as in gather_with_grad."""
+    """Concatenate every rank's id rows (no gradient), rank order as in gather_with_grad. ``ids``
+    is (N,) or (N, P); ranks may differ in N and P, and rows are padded with -1 to the widest P."""
     if not distributed():
         return ids
-    count = torch.tensor([ids.shape[0]], device=ids.device)
-    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
-    dist.all_gather(counts, count)
-    longest = int(max(counts))
-    padded = F.pad(ids, (0, longest - ids.shape[0]), value=-1)
-    parts = [torch.empty_like(padded) for _ in counts]
+    shape = torch.tensor([ids.shape[0], ids.shape[1] if ids.dim() == 2 else 1], device=ids.device)
+    shapes = [torch.zeros_like(shape) for _ in range(dist.get_world_size())]
+    dist.all_gather(shapes, shape)
+    longest, widest = (int(max(s[i] for s in shapes)) for i in (0, 1))
+    grid = ids.reshape(ids.shape[0], -1)
+    padded = F.pad(grid, (0, widest - grid.shape[1], 0, longest - grid.shape[0]), value=-1)
+    parts = [torch.empty_like(padded) for _ in shapes]
     dist.all_gather(parts, padded)
-    return torch.cat([p[: int(n)] for p, n in zip(parts, counts, strict=True)])
+    rows = torch.cat([p[: int(s[0])] for p, s in zip(parts, shapes, strict=True)])
+    return rows if ids.dim() == 2 else rows[:, 0]
 
 
 def false_negative_mask(
@@ -86,20 +89,35 @@ def contrastive_loss(
     gather: bool = True,
     positive_ids: torch.Tensor | None = None,
     candidate_ids: torch.Tensor | None = None,
+    symmetric: bool = False,
 ) -> torch.Tensor:
     """This rank's share of the global InfoNCE loss (see :func:`gather_with_grad` for the scaling).
 
     With ``positive_ids`` (each query's relevant candidate ids) and ``candidate_ids``, candidates
-    relevant to a query other than its target are masked out instead of counting as negatives."""
-    offset = 0
-    if gather:
-        candidates, offset = gather_with_grad(candidates)
-        if candidate_ids is not None:
-            candidate_ids = gather_ids(candidate_ids)
+    relevant to a query other than its target are masked out instead of counting as negatives.
+    ``symmetric`` averages in the reverse direction: each query's positive picks its query among
+    every query of the global batch (hard negatives have no query, so they only act as columns)."""
+    own = queries.shape[0]
+    all_candidates, offset = gather_with_grad(candidates) if gather else (candidates, 0)
+    all_candidate_ids = gather_ids(candidate_ids) if gather and candidate_ids is not None else candidate_ids
+    masking = positive_ids is not None and candidate_ids is not None
     mask = None
-    if positive_ids is not None and candidate_ids is not None:
-        mask = false_negative_mask(positive_ids.to(queries.device), candidate_ids.to(queries.device), offset)
-    return info_nce(queries, candidates, temperature, positive_offset=offset, mask=mask)
+    if masking:
+        mask = false_negative_mask(positive_ids.to(queries.device), all_candidate_ids.to(queries.device), offset)
+    loss = info_nce(queries, all_candidates, temperature, positive_offset=offset, mask=mask)
+    if not symmetric:
+        return loss
+    all_queries, offset = gather_with_grad(queries) if gather else (queries, 0)
+    reverse_mask = None
+    if masking:
+        all_positive_ids = gather_ids(positive_ids) if gather else positive_ids
+        # another query that counts this rank's positive i as relevant is not a negative of row i
+        own_ids = candidate_ids[:own].to(queries.device)
+        reverse_mask = (own_ids[:, None, None] == all_positive_ids.to(queries.device)[None]).any(-1)
+        rows = torch.arange(own, device=queries.device)
+        reverse_mask[rows, rows + offset] = False
+    reverse = info_nce(candidates[:own], all_queries, temperature, positive_offset=offset, mask=reverse_mask)
+    return (loss + reverse) / 2
 
 
 class Temperature(torch.nn.Module):

@@ -77,6 +77,7 @@ class ContrastiveModel(torch.nn.Module):
             config.temperature, learnable=config.learn_temperature, minimum=config.temperature_min
         )
         self.gather = config.gather_across_ranks
+        self.symmetric = config.symmetric_loss
         self.chunk_size = config.gradcache_chunk_size
 
     def embed(self, features, count: int) -> torch.Tensor:
@@ -84,7 +85,7 @@ class ContrastiveModel(torch.nn.Module):
         return self.embedder(**features)[:count]
 
     def loss(self, q: torch.Tensor, c: torch.Tensor, temperature: torch.Tensor, ids: dict) -> torch.Tensor:
-        return contrastive_loss(q, c, temperature, gather=self.gather, **ids)
+        return contrastive_loss(q, c, temperature, gather=self.gather, symmetric=self.symmetric, **ids)
 
     def forward(
         self,

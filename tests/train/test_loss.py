@@ -56,7 +56,26 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _rank_worker(rank, world, port, q_all, c_all, sizes, out):
+def _ids(sizes, n_negatives):
+    """Candidate ids (each candidate's row in c_all) and padded positive ids per rank; query 0 also
+    counts rank 1's first positive as relevant, so both directions have a false negative to mask,
+    and the ranks' positive lists differ in width."""
+    n_q = sum(sizes)
+    negatives = torch.arange(n_q, n_q + n_negatives).chunk(2)
+    ranks = []
+    for rank in range(2):
+        lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
+        candidate_ids = torch.cat([torch.arange(lo, hi), negatives[rank]])
+        positive_ids = torch.arange(lo, hi)[:, None]
+        if rank == 0:
+            extra = torch.full((hi - lo, 1), -1)
+            extra[0, 0] = sizes[0]
+            positive_ids = torch.cat([positive_ids, extra], dim=1)
+        ranks.append((positive_ids, candidate_ids))
+    return ranks
+
+
+def _rank_worker(rank, world, port, q_all, c_all, sizes, symmetric, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     # rank r holds its queries, their positives, and its share of the hard negatives
@@ -64,45 +83,82 @@ def _rank_worker(rank, world, port, q_all, c_all, sizes, out):
     q = q_all[lo:hi].clone().requires_grad_(True)
     negatives = c_all[q_all.shape[0] :].chunk(world)[rank]
     c = torch.cat([c_all[lo:hi], negatives]).clone().requires_grad_(True)
-    loss = contrastive_loss(q, c, 0.05, gather=True)
+    positive_ids, candidate_ids = _ids(sizes, c_all.shape[0] - q_all.shape[0])[rank]
+    ids = {"positive_ids": positive_ids, "candidate_ids": candidate_ids} if symmetric else {}
+    loss = contrastive_loss(q, c, 0.05, gather=True, symmetric=symmetric, **ids)
     loss.backward()
     out[rank] = (float(loss), q.grad.clone(), c.grad.clone())
     dist.destroy_process_group()
 
 
-def _two_ranks(q_all, c_all, sizes):
+def _two_ranks(q_all, c_all, sizes, symmetric):
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_rank_worker, args=(2, _free_port(), q_all, c_all, sizes, out), nprocs=2, join=True)
+        args = (2, _free_port(), q_all, c_all, sizes, symmetric, out)
+        mp.spawn(_rank_worker, args=args, nprocs=2, join=True)
         return dict(out)
 
 
-def _one_rank(q_all, c_all, sizes):
-    """The same batch on one process: columns in gathered order (rank 0's block, then rank 1's)."""
+def _one_rank(q_all, c_all, sizes, symmetric):
+    """The same batch on one process: columns in gathered order (rank 0's block, then rank 1's);
+    with ``symmetric``, also the masked reverse direction, written out from the definition."""
     n_q = q_all.shape[0]
     negatives = c_all[n_q:].chunk(2)
     columns = torch.cat([c_all[: sizes[0]], negatives[0], c_all[sizes[0] : n_q], negatives[1]])
     targets = list(range(sizes[0])) + [sizes[0] + len(negatives[0]) + i for i in range(sizes[1])]
     q = q_all.clone().requires_grad_(True)
     c = columns.clone().requires_grad_(True)
-    loss = F.cross_entropy(q @ c.T / 0.05, torch.tensor(targets))
+    scores = q @ c.T / 0.05
+    if not symmetric:
+        loss = F.cross_entropy(scores, torch.tensor(targets))
+    else:
+        ranks = _ids(sizes, c_all.shape[0] - n_q)
+        column_ids = torch.cat([ranks[0][1], ranks[1][1]]).tolist()
+        relevant = [set(row.tolist()) - {-1} for r in ranks for row in r[0]]
+        forward_mask = torch.tensor([[column_ids[k] in relevant[j] and k != targets[j] for k in range(len(column_ids))]
+                                     for j in range(n_q)])  # fmt: skip
+        forward = F.cross_entropy(scores.masked_fill(forward_mask, float("-inf")), torch.tensor(targets))
+        positives = c[torch.tensor(targets)]  # positive i is candidate id i
+        reverse_mask = torch.tensor([[i in relevant[j] and j != i for j in range(n_q)] for i in range(n_q)])
+        reverse_scores = (positives @ q.T / 0.05).masked_fill(reverse_mask, float("-inf"))
+        assert reverse_mask.any() and forward_mask.any()
+        loss = (forward + F.cross_entropy(reverse_scores, torch.arange(n_q))) / 2
     loss.backward()
     return float(loss), q.grad, c.grad
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("sizes", [[3, 3], [3, 2]])
-def test_gather_across_two_ranks_equals_one_rank_holding_the_batch(sizes):
+def test_gather_across_two_ranks_equals_one_rank_holding_the_batch(sizes, symmetric):
     torch.manual_seed(0)
     q_all = F.normalize(torch.randn(sum(sizes), 8), dim=-1)
     c_all = F.normalize(torch.randn(sum(sizes) + 4, 8), dim=-1)
-    ranks = _two_ranks(q_all, c_all, sizes)
-    full_loss, q_grad, c_grad = _one_rank(q_all, c_all, sizes)
+    ranks = _two_ranks(q_all, c_all, sizes, symmetric)
+    full_loss, q_grad, c_grad = _one_rank(q_all, c_all, sizes, symmetric)
     # the global mean loss is the query-weighted mean of the rank losses
     weighted = sum(ranks[r][0] * sizes[r] for r in range(2)) / sum(sizes)
-    assert abs(weighted - full_loss) < 1e-6
+    assert abs(weighted - full_loss) < 1e-5
     if sizes[0] != sizes[1]:
         return
     # equal shares: averaging the ranks' gradients (as DDP and DeepSpeed do) gives exactly the
     # gradient of the one-rank loss, for queries and for every gathered candidate
     assert torch.allclose(torch.cat([ranks[0][1], ranks[1][1]]) / 2, q_grad, atol=1e-6)
     assert torch.allclose(torch.cat([ranks[0][2], ranks[1][2]]) / 2, c_grad, atol=1e-6)
+
+
+def test_symmetric_loss_is_the_mean_of_both_directions():
+    q, c = _batch(2, q=3, c=5)
+    forward = info_nce(q, c, 0.05)
+    reverse = info_nce(c[:3], q, 0.05)
+    assert torch.allclose(contrastive_loss(q, c, 0.05, gather=False, symmetric=True), (forward + reverse) / 2)
+    # candidate 1 is also relevant to query 0: the reverse row of candidate 1 drops query 0
+    positive_ids = torch.tensor([[10, 11], [11, -1], [12, -1]])
+    candidate_ids = torch.tensor([10, 11, 12, 13, 14])
+    got = contrastive_loss(q, c, 0.05, gather=False, symmetric=True,
+                           positive_ids=positive_ids, candidate_ids=candidate_ids)  # fmt: skip
+    forward = info_nce(q, c, 0.05, mask=false_negative_mask(positive_ids, candidate_ids))
+    reverse_mask = torch.zeros(3, 3, dtype=torch.bool)
+    reverse_mask[1, 0] = True
+    reverse = info_nce(c[:3], q, 0.05, mask=reverse_mask)
+    assert torch.allclose(got, (forward + reverse) / 2, atol=1e-6)
+    assert not torch.allclose(got, contrastive_loss(q, c, 0.05, gather=False, symmetric=True))

@@ -96,6 +96,19 @@ def test_a_lora_run_is_a_function_of_its_seed(stage1, mixed_pairs, tmp_path):
     assert losses != other and np.abs(vecs - other_vecs).max() > 1e-4
 
 
+def test_symmetric_loss_reaches_the_training_step(stage1, mixed_pairs, tmp_path):
+    def first_loss(symmetric):
+        config = _config(stage1, tmp_path / str(symmetric), pairs_files=[str(mixed_pairs)], max_steps=1,
+                         save_steps=100, symmetric_loss=symmetric)  # fmt: skip
+        final = run(config)
+        assert json.loads((final / "jfe_train.json").read_text())["config"]["symmetric_loss"] is symmetric
+        return _losses(final)[0]
+
+    plain, symmetric = first_loss(False), first_loss(True)
+    # same seed, same batch: only the added reverse direction can move the first loss
+    assert np.isfinite(symmetric) and abs(symmetric - plain) > 1e-4
+
+
 def test_qlora_trains_and_exports_full_precision(stage1, mixed_pairs, tmp_path):
     final = run(
         _config(
