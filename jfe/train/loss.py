@@ -42,11 +42,11 @@ def gather_ids(ids: torch.Tensor) -> torch.Tensor:
     is (N,) or (N, P); ranks may differ in N and P, and rows are padded with -1 to the widest P."""
     if not distributed():
         return ids
-    shape = torch.tensor([ids.shape[0], ids.shape[1] if ids.dim() == 2 else 1], device=ids.device)
+    grid = ids[:, None] if ids.dim() == 1 else ids
+    shape = torch.tensor(grid.shape, device=ids.device)
     shapes = [torch.zeros_like(shape) for _ in range(dist.get_world_size())]
     dist.all_gather(shapes, shape)
-    longest, widest = (int(max(s[i] for s in shapes)) for i in (0, 1))
-    grid = ids.reshape(ids.shape[0], -1)
+    longest, widest = torch.stack(shapes).max(0).values.tolist()
     padded = F.pad(grid, (0, widest - grid.shape[1], 0, longest - grid.shape[0]), value=-1)
     parts = [torch.empty_like(padded) for _ in shapes]
     dist.all_gather(parts, padded)
@@ -54,12 +54,17 @@ def gather_ids(ids: torch.Tensor) -> torch.Tensor:
     return rows if ids.dim() == 2 else rows[:, 0]
 
 
+def _relevant(positive_ids: torch.Tensor, candidate_ids: torch.Tensor) -> torch.Tensor:
+    """(queries, candidates) bool: the candidate's id is one of the query's ``positive_ids``."""
+    return (candidate_ids[None, :, None] == positive_ids[:, None, :]).any(-1)
+
+
 def false_negative_mask(
     positive_ids: torch.Tensor, candidate_ids: torch.Tensor, positive_offset: int = 0
 ) -> torch.Tensor:
     """(queries, candidates) bool mask of columns that are positives of the row's query but not
     its target column: in-batch false negatives. ``positive_ids`` is (queries, P) padded with -1."""
-    hit = (candidate_ids[None, :, None] == positive_ids[:, None, :]).any(-1)
+    hit = _relevant(positive_ids, candidate_ids)
     targets = torch.arange(positive_ids.shape[0], device=hit.device) + positive_offset
     hit[torch.arange(positive_ids.shape[0], device=hit.device), targets] = False
     return hit
@@ -107,16 +112,16 @@ def contrastive_loss(
     loss = info_nce(queries, all_candidates, temperature, positive_offset=offset, mask=mask)
     if not symmetric:
         return loss
-    all_queries, offset = gather_with_grad(queries) if gather else (queries, 0)
+    all_queries, query_offset = gather_with_grad(queries) if gather else (queries, 0)
     reverse_mask = None
     if masking:
         all_positive_ids = gather_ids(positive_ids) if gather else positive_ids
         # another query that counts this rank's positive i as relevant is not a negative of row i
         own_ids = candidate_ids[:own].to(queries.device)
-        reverse_mask = (own_ids[:, None, None] == all_positive_ids.to(queries.device)[None]).any(-1)
+        reverse_mask = _relevant(all_positive_ids.to(queries.device), own_ids).T
         rows = torch.arange(own, device=queries.device)
-        reverse_mask[rows, rows + offset] = False
-    reverse = info_nce(candidates[:own], all_queries, temperature, positive_offset=offset, mask=reverse_mask)
+        reverse_mask[rows, rows + query_offset] = False
+    reverse = info_nce(candidates[:own], all_queries, temperature, positive_offset=query_offset, mask=reverse_mask)
     return (loss + reverse) / 2
 
 

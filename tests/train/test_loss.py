@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from jfe.train.loss import Temperature, contrastive_loss, false_negative_mask, info_nce
+from jfe.train.loss import Temperature, contrastive_loss, false_negative_mask, gather_ids, info_nce
 
 
 def _batch(seed, q=6, c=10, d=8):
@@ -162,3 +162,22 @@ def test_symmetric_loss_is_the_mean_of_both_directions():
     reverse = info_nce(c[:3], q, 0.05, mask=reverse_mask)
     assert torch.allclose(got, (forward + reverse) / 2, atol=1e-6)
     assert not torch.allclose(got, contrastive_loss(q, c, 0.05, gather=False, symmetric=True))
+
+
+def _gather_ids_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # rank 0 holds three rows of width 2, rank 1 none at all (of width 1)
+    flat = torch.tensor([5, 6, 7]) if rank == 0 else torch.zeros(0, dtype=torch.long)
+    rows = torch.tensor([[1, 2], [3, -1], [4, 9]]) if rank == 0 else torch.zeros(0, 1, dtype=torch.long)
+    out[rank] = (gather_ids(flat).tolist(), gather_ids(rows).tolist())
+    dist.destroy_process_group()
+
+
+def test_gather_ids_pads_widths_and_keeps_an_empty_rank():
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_gather_ids_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+        results = dict(out)
+    for rank in range(2):
+        assert results[rank] == ([5, 6, 7], [[1, 2], [3, -1], [4, 9]])
