@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.svm import SVC
 
-from jfe.data.digits import SPLIT_WRITERS, VARIANTS, DigitsSource, transform_digit
+from jfe.benchmarks.digits import SPLIT_WRITERS, VARIANTS, DigitsSource, transform_digit
 
 
 def _grids(src: DigitsSource, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ python tools/make_digits_mbeir.py OUT_DIR [--seed N]
 
 import argparse
 
-from jfe.data.digits import build_digits_mbeir
+from jfe.benchmarks.digits import build_digits_mbeir
 
 
 def main() -> None:

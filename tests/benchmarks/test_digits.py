@@ -1,5 +1,5 @@
 """The digits benchmark: M-BEIR layout and schema, id integrity, image content, task semantics,
-writer-disjoint splits, determinism and the build-once cache."""
+writer-disjoint splits, determinism, the build-once cache, the builder registry and an unchanged build."""
 
 import hashlib
 import json
@@ -11,7 +11,13 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from jfe.data.digits import DIGITS_TASKS, SPLIT_WRITERS, build_digits_mbeir, ensure_digits_mbeir
+from jfe.benchmarks.digits import DIGITS_TASKS, SPLIT_WRITERS, TASKS, build_digits_mbeir, ensure_digits_mbeir
+from jfe.benchmarks.digits.context import BUILDERS, builds
+
+# The digest of the benchmark as format 2 built it (seed 0) before it moved from jfe.data.digits to
+# jfe.benchmarks.digits. A change to the builder that alters any file or pixel must bump FORMAT_VERSION
+# and this digest together, so that caches of the old benchmark are rebuilt.
+DIGEST_FORMAT_2_SEED_0 = "c57dfd6389a7863a6869a25ebfbb5c4bb47d59e9e06023c5202caf1c3cbb0d54"
 
 SPLITS = ("train", "val", "test")
 QUERY_KEYS = [
@@ -87,6 +93,39 @@ def tree_hash(root: Path) -> str:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def benchmark_checksum(root: Path) -> str:
+    """SHA-256 over the data files' bytes and the images' decoded pixels, each with its relative path.
+
+    Pixels rather than PNG bytes, so a Pillow that compresses differently does not count as a change;
+    README.md and .complete are left out, since they name the builder's module.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if path.suffix in (".jsonl", ".tsv", ".txt"):
+            digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+        elif path.suffix == ".png":
+            with Image.open(path) as img:
+                pixels = np.asarray(img.convert("RGB"))
+            digest.update(rel.encode() + b"\0" + repr(pixels.shape).encode() + b"\0" + pixels.tobytes() + b"\0")
+        else:
+            assert path.name in ("README.md", ".complete"), f"unexpected file {rel}"
+    return digest.hexdigest()
+
+
+def test_built_benchmark_is_unchanged(root):
+    assert benchmark_checksum(root) == DIGEST_FORMAT_2_SEED_0
+
+
+def test_every_task_has_exactly_one_builder():
+    assert sorted(BUILDERS) == sorted(DIGITS_TASKS) and len(BUILDERS) == len(TASKS)
+    with pytest.raises(ValueError, match="already has a builder"):
+        builds("digits_t2i")(lambda ctx, task, split: None)
+    with pytest.raises(ValueError, match="no digits task"):
+        builds("digits_t2t")
+    assert BUILDERS["digits_t2i"].__name__ == "t2i"  # the failed registrations changed nothing
 
 
 def test_every_file_of_the_layout_exists(root):
