@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -49,18 +50,46 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
+def _fresh_dir(parent: Path, prefix: str) -> Path:
+    """A new empty folder in ``parent`` made by ``mkdir``, so it gets the usual mode (0777 less the
+    umask), not mkdtemp's 0700, which would otherwise become the published folder's mode."""
+    for _ in range(100):
+        candidate = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"could not make a temporary folder in {parent}")
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder next to ``path``; on success it replaces ``path`` (an older
-    folder there is removed), on error it is removed. Readers see the whole folder or none of it."""
+    """Yield an empty temporary folder next to ``path``; on success it replaces ``path``, on error it
+    is removed. Readers see the old folder or the new one, whole.
+
+    An older folder at ``path`` is renamed aside first, the new one renamed in, and only then is the
+    old one deleted: a crash at any point leaves one complete folder (at ``path`` or aside), never
+    neither. If renaming the new folder in fails, the old one is put back.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = _fresh_dir(path.parent, f".{path.name}.")
+    aside: Path | None = None
     try:
         yield tmp
         if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            aside = path.parent / f".{path.name}.old.{secrets.token_hex(4)}"
+            os.replace(path, aside)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if aside is not None:
+                os.replace(aside, path)
+                aside = None
+            raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+        if aside is not None and aside.exists():
+            shutil.rmtree(aside)

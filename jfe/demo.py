@@ -10,20 +10,15 @@ writes ``OUT/results.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
+from importlib.resources import as_file, files
 from pathlib import Path
 
+from jfe.artifacts import DemoResults
+
 FUSION_TASKS = ("digits_it2t", "digits_it2i")
-
-
-def _recipes_dir() -> Path:
-    here = Path(__file__).resolve().parents[1] / "recipes"
-    if not (here / "tiny-stage1.yaml").is_file():
-        raise SystemExit(f"the demo runs the tiny recipes in {here}; run it from a clone (pip install -e .)")
-    return here
 
 
 def _banner(text: str) -> None:
@@ -38,10 +33,10 @@ def _hits(table: dict) -> dict:
     }
 
 
-def _print_table(results: dict) -> None:
-    stages = results["stages"]
+def _print_table(results: DemoResults) -> None:
+    stages = results.stages
     tasks = list(next(iter(stages.values())))
-    ablation = results["ablation"]
+    ablation = results.ablation
     header = ["task"]
     for stage in stages:
         header += [f"{stage} H@1", f"{stage} H@5"]
@@ -58,9 +53,8 @@ def _print_table(results: dict) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
-def run_demo(out: Path, stage1_steps: int | None = None, stage2_steps: int | None = None) -> dict:
-    from jfe.cache import cache_dir, tiny_model
-    from jfe.data.digits import ensure_digits_mbeir
+def run_demo(out: Path, stage1_steps: int | None = None, stage2_steps: int | None = None) -> DemoResults:
+    from jfe.cache import digits_benchmark, tiny_model
     from jfe.embedder import Embedder
     from jfe.export import export
     from jfe.retrieval.evaluate import evaluate_mbeir, model_fingerprint
@@ -68,10 +62,9 @@ def run_demo(out: Path, stage1_steps: int | None = None, stage2_steps: int | Non
     from jfe.train.trainer import run
 
     start = time.perf_counter()
-    recipes = _recipes_dir()
     _banner("1/6 building the tiny Qwen2-VL and the digits benchmark (cached after the first run)")
     base = tiny_model("qwen2_vl")
-    data = ensure_digits_mbeir(cache_dir() / "digits-mbeir")
+    data = digits_benchmark()
     print(f"model: {base}\ndata:  {data}")
 
     def evaluate(model_dir: Path, name: str, **kwargs) -> dict:
@@ -79,31 +72,34 @@ def run_demo(out: Path, stage1_steps: int | None = None, stage2_steps: int | Non
         work = out / "eval" / f"{name}-{model_fingerprint(model_dir)}"
         return evaluate_mbeir(embedder, data, split="test", pool="local", work_dir=work, **kwargs)
 
-    results: dict = {"stages": {}, "ablation": {}}
+    results = DemoResults(stages={}, ablation={})
     _banner("2/6 evaluating the untrained model")
-    results["stages"]["untrained"] = _hits(evaluate(base, "untrained"))
+    results.stages["untrained"] = _hits(evaluate(base, "untrained"))
 
-    def train(recipe: str, start_from: Path, name: str, steps: int | None) -> Path:
+    def train(name_of_recipe: str, start_from: Path, name: str, steps: int | None) -> Path:
         overrides = [f"output_dir={out / name}", f"model={start_from}", f"mbeir_root={data}"]
         overrides += [f"max_steps={steps}"] if steps else []
-        return run(load_config(str(recipes / recipe), overrides))
+        # the tiny recipes ship inside the package (recipes/tiny-*.yaml link to them), so the demo
+        # runs from an installed wheel as well as from a clone
+        with as_file(files("jfe").joinpath("recipes", name_of_recipe)) as path:
+            return run(load_config(str(path), overrides))
 
     _banner("3/6 stage 1: post-training adaptation (recipes/tiny-stage1.yaml)")
     stage1 = train("tiny-stage1.yaml", base, "stage1", stage1_steps)
-    results["stages"]["stage1"] = _hits(evaluate(stage1, "stage1"))
+    results.stages["stage1"] = _hits(evaluate(stage1, "stage1"))
 
     _banner("4/6 stage 2: instruction tuning with hard negatives, LoRA (recipes/tiny-stage2.yaml)")
     stage2 = train("tiny-stage2.yaml", stage1, "stage2", stage2_steps)
 
     _banner("5/6 export, encode the test pools into shards, FAISS index, search, evaluate")
     exported = export(stage2, out / "model")
-    results["stages"]["stage2"] = _hits(evaluate(exported, "stage2", runs_dir=out / "runs"))
+    results.stages["stage2"] = _hits(evaluate(exported, "stage2", runs_dir=out / "runs"))
 
     _banner("6/6 modality probe on the fusion tasks")
     for key, modality in (("image_removed", "image"), ("text_removed", "text")):
         table = evaluate(exported, "stage2", datasets=list(FUSION_TASKS), ablate_modality=modality)
-        results["ablation"][key] = {t: {"hit@1": round(r["recall@1"], 4)} for t, r in table.items() if t != "average"}
-    results["seconds"] = round(time.perf_counter() - start, 1)
+        results.ablation[key] = {t: {"hit@1": round(r["recall@1"], 4)} for t, r in table.items() if t != "average"}
+    results.seconds = round(time.perf_counter() - start, 1)
     return results
 
 
@@ -121,9 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     out = Path(args.out)
     results = run_demo(out, args.stage1_steps, args.stage2_steps)
-    _banner(f"results (Hit@k = UniIR Recall@k; {results['seconds']:.0f} s)")
+    _banner(f"results (Hit@k = UniIR Recall@k; {results.seconds:.0f} s)")
     _print_table(results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {out / 'results.json'}; model in {out / 'model'}")
+    path = results.write(out)
+    print(f"\nwrote {path}; model in {out / 'model'}")
     return 0

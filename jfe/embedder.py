@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -15,16 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor, BatchFeature
 
+from jfe.artifacts import EMBEDDER_CONFIG
 from jfe.atomic import atomic_dir
-from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, EmbedInput, tokenize_batch
+from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, render, to_features
+from jfe.inference import embed_windows
 from jfe.inputs import to_embed_input
-from jfe.lengths import collated_by_length
 from jfe.pooling import last_token_pool
 
-JFE_CONFIG = "jfe_config.json"
+JFE_CONFIG = EMBEDDER_CONFIG
 
 
 @dataclass
@@ -127,14 +125,11 @@ class Embedder(torch.nn.Module):
     def tokenizer(self):
         return self.processor.tokenizer
 
-    def collate(self, items: Sequence[EmbedInput], instructions: Sequence[str | None]) -> BatchFeature:
-        """One processor call for the whole batch (see :func:`jfe.formatting.tokenize_batch`)."""
-        return tokenize_batch(self.processor, list(items), list(instructions), self.config.max_text_tokens)
-
-    def tokenize(self, inputs: Sequence[Any], instruction: str | Sequence[str | None] | None = None) -> BatchFeature:
-        """Raw inputs (as ``encode`` takes them) -> model-ready features for one batch."""
+    def features(self, inputs: Sequence[Any], instruction: str | Sequence[str | None] | None = None) -> BatchFeature:
+        """Raw inputs (as ``encode`` takes them) -> the model features of one batch, in input order."""
         items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
-        return self.collate(items, _per_input(instruction, len(items)))
+        prompts = render(self.processor, items, _per_input(instruction, len(items)), self.config.max_text_tokens)
+        return to_features(self.processor, prompts, items)
 
     def forward(self, **features: torch.Tensor) -> torch.Tensor:
         """Collated features -> (batch, dim) L2-normalised float32 embeddings (differentiable)."""
@@ -159,19 +154,8 @@ class Embedder(torch.nn.Module):
         ``instruction`` is one task instruction for every input (queries) or one per input.
         """
         items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
-        instructions = _per_input(instruction, len(items))
-        out = np.zeros((len(items), self.dimension), dtype=np.float32)
-        # Batches of similar length waste less compute on padding; pooling is batch-independent,
-        # so the order does not change any embedding.
-        batches = collated_by_length(self.processor, items, instructions, self.config.max_text_tokens, batch_size)
-        # The next batch is collated in a thread while the model runs this one (torch releases
-        # the GIL), so preprocessing hides behind compute.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            upcoming = pool.submit(next, batches, None)
-            for _ in tqdm(range(math.ceil(len(items) / batch_size)), desc="encode", disable=not show_progress):
-                idx, features = upcoming.result()
-                upcoming = pool.submit(next, batches, None)
-                out[idx] = self(**features).cpu().numpy()
+        window = list(zip(range(len(items)), items, _per_input(instruction, len(items)), strict=True))
+        out, _ = embed_windows(self, [window], len(items), batch_size, progress="encode" if show_progress else None)
         return out
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -16,73 +16,34 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 
+from jfe.artifacts import EvalReport, RunStart, TrainSummary
 from jfe.atomic import atomic_dir
+from jfe.card import write_model_card
 from jfe.embedder import JFE_CONFIG, Embedder
-from jfe.train.config import TrainConfig
-
-RUN_CONFIG = "jfe_train_config.json"  # written into output_dir when training starts
-TRAIN_SUMMARY = "jfe_train.json"  # written into output_dir/final when training ends
-EVAL_FILE = "jfe_eval.json"
+from jfe.train.finalize import write_final
 
 
-def training_prompts(config: TrainConfig) -> dict[str, str]:
-    """Named query instructions for sentence-transformers: one per M-BEIR dataset trained on (its
-    first prompt, the one evaluation uses)."""
-    if config.data_format != "mbeir" or not config.use_instructions:
-        return {}
-    from jfe.data.instructions import Instructions
-    from jfe.data.mbeir import MBeirLayout
-    from jfe.train.trainer import resolve_builtin
-
-    layout = MBeirLayout(Path(resolve_builtin(config.mbeir_root, "data")))
-    if not layout.instructions_file.is_file():
-        return {}
-    table = Instructions.load(layout.instructions_file)
-    wanted = set(config.datasets) if config.datasets else None
-    prompts = {}
-    for (dataset_id, _q, _c), texts in table.prompts.items():
-        name = table.names.get(dataset_id, dataset_id)
-        if wanted is None or name in wanted:
-            prompts[name] = texts[0]
-    return prompts
+def _is_checkpoint(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "trainer_state.json").is_file()
 
 
-def merged_embedder(config: TrainConfig, base_path: str, state_dict: dict[str, torch.Tensor]) -> Embedder:
-    """A fresh full-precision copy of the base with the trained weights loaded and LoRA merged."""
-    from jfe.train.model import load_embedder
-
-    fresh = TrainConfig(**{**config.to_dict(), "quantization": "", "gradient_checkpointing": False})
-    base = load_embedder(fresh, base_path)
-    prefix = "embedder."
-    wanted = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    keep = (lambda k: "lora_" in k) if config.trainable == "lora" else (lambda k: k.startswith("model."))
-    wanted = {k: v.float() for k, v in wanted.items() if keep(k)}
-    result = base.load_state_dict(wanted, strict=False)
-    if result.unexpected_keys:
-        raise RuntimeError(f"trained weights do not fit the model: {result.unexpected_keys[:5]}")
-    if config.trainable == "lora":
-        base.model = base.model.merge_and_unload()
-    base.config.base_model = base_path
-    base.config.prompts = training_prompts(config)
-    return Embedder(base.model, base.processor, base.config)
-
-
-def write_final(config: TrainConfig, base_path: str, state_dict: dict[str, torch.Tensor], out: Path) -> Path:
-    embedder = merged_embedder(config, base_path, state_dict)
-    embedder.save(out)
-    log_t = state_dict.get("temperature.log_value")
-    if log_t is not None:
-        (out / "jfe_temperature.json").write_text(json.dumps({"temperature": float(log_t.float().exp()[0])}))
-    return out
-
-
-def _atomic_copy(src: Path, out: Path) -> Path:
-    with atomic_dir(out) as tmp:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-    return out
+def _export_checkpoint(checkpoint: Path, out: Path) -> None:
+    """Merge a Trainer checkpoint of a jfe run, with a summary of the run up to that step."""
+    run_file = RunStart.path_in(checkpoint.parent)
+    if not run_file.is_file():
+        raise FileNotFoundError(f"{checkpoint} is a training checkpoint but {run_file} (the run's options) is missing")
+    start = RunStart.read(run_file)
+    write_final(start.train_config, start.base_model, load_file(checkpoint / "model.safetensors"), out)
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    TrainSummary(
+        config=start.config,
+        base_model=start.base_model,
+        checkpoint=str(checkpoint),
+        global_steps=state.get("global_step"),
+        loss_history=[e for e in state.get("log_history", []) if "loss" in e],
+    ).write(out)
 
 
 def export(
@@ -92,27 +53,16 @@ def export(
     license: str = "apache-2.0",
 ) -> Path:
     """Write the export folder for ``model`` (final folder, checkpoint or plain checkpoint) with its card."""
-    from jfe.hub import write_model_card
-
     model, out = Path(model), Path(out)
-    run_config = model.parent / RUN_CONFIG
     if (model / JFE_CONFIG).is_file():
-        _atomic_copy(model, out)
-    elif (model / "model.safetensors").is_file() and (model / "trainer_state.json").is_file():
-        if not run_config.is_file():
-            raise FileNotFoundError(f"{model} is a training checkpoint but {run_config} (the run's options) is missing")
-        data = json.loads(run_config.read_text())
-        config = TrainConfig(**data["config"])
-        write_final(config, data["base_model"], load_file(model / "model.safetensors"), out)
-        summary = {"config": data["config"], "base_model": data["base_model"], "checkpoint": str(model)}
-        state = json.loads((model / "trainer_state.json").read_text())
-        summary["global_steps"] = state.get("global_step")
-        summary["loss_history"] = [e for e in state.get("log_history", []) if "loss" in e]
-        (out / TRAIN_SUMMARY).write_text(json.dumps(summary, indent=2))
+        with atomic_dir(out) as tmp:
+            shutil.copytree(model, tmp, dirs_exist_ok=True)
+    elif _is_checkpoint(model):
+        _export_checkpoint(model, out)
     else:
         Embedder.from_pretrained(model, dtype="float32", device="cpu").save(out)
     if eval_file is not None:
-        shutil.copyfile(eval_file, out / EVAL_FILE)
+        EvalReport.read(eval_file).write(out, name=EvalReport.EXPORTED)
     write_model_card(out, license=license)
     return out
 

@@ -103,14 +103,8 @@ _RENDERED: dict[tuple, str] = {}
 _RENDER_CACHE_SIZE = 200_000
 
 
-def tokenize_batch(
-    processor, items: list[EmbedInput], instructions: list[str | None], max_text_tokens: int
-) -> BatchFeature:
-    """One processor call for a whole batch; images are consumed in placeholder order."""
-    return tokenize_rendered(processor, render(processor, items, instructions, max_text_tokens), items)
-
-
-def tokenize_rendered(processor, texts: list[str], items: list[EmbedInput]) -> BatchFeature:
-    """Model features from prompts already rendered by :func:`render` for ``items``."""
+def to_features(processor, prompts: list[str], items: list[EmbedInput]) -> BatchFeature:
+    """Model features for prompts :func:`render` made for ``items``: one processor call for the batch,
+    which expands each image placeholder and consumes the images in placeholder order."""
     images = [item.image for item in items if item.image is not None]
-    return processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+    return processor(text=prompts, images=images or None, padding=True, return_tensors="pt")

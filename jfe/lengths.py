@@ -14,7 +14,17 @@ import numpy as np
 import torch
 from transformers import BatchFeature
 
-from jfe.formatting import EmbedInput, render, tokenize_rendered
+from jfe.formatting import EmbedInput, render, to_features
+
+# Before any image is opened, an input's length can only be guessed from its characters; an image
+# counts as this many (a 256-pixel-side M-BEIR image is a few hundred visual tokens).
+IMAGE_LENGTH_GUESS = 1000
+
+
+def guessed_length(text: str | None, has_image: bool) -> int:
+    """A cheap proxy of an input's token count that opens no image: its characters, plus
+    :data:`IMAGE_LENGTH_GUESS` for an image. Used to pre-sort; exact counts decide batches."""
+    return len(text or "") + (IMAGE_LENGTH_GUESS if has_image else 0)
 
 
 def image_tokens(processor, image) -> int:
@@ -25,15 +35,9 @@ def image_tokens(processor, image) -> int:
     return int(count(image_sizes=[(image.height, image.width)])["num_image_tokens"][0])
 
 
-def token_counts(
-    processor, items: Sequence[EmbedInput], instructions: Sequence[str | None], max_text_tokens: int
-) -> list[int]:
-    """The number of tokens each input will have once tokenised, padding aside."""
-    return rendered_token_counts(processor, render(processor, list(items), list(instructions), max_text_tokens), items)
-
-
 def rendered_token_counts(processor, texts: Sequence[str], items: Sequence[EmbedInput]) -> list[int]:
-    """:func:`token_counts` from prompts already rendered for ``items``."""
+    """The number of tokens each input will have once tokenised (padding aside), from the prompts
+    :func:`jfe.formatting.render` made for ``items``."""
     ids = processor.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
     # the rendered prompt holds one placeholder per image, which the processor expands
     return [
@@ -56,7 +60,7 @@ def collated_by_length(
     items = list(items)
     texts = render(processor, items, list(instructions), max_text_tokens)
     for idx in batches_by_length(rendered_token_counts(processor, texts, items), batch_size):
-        yield idx, tokenize_rendered(processor, [texts[i] for i in idx], [items[i] for i in idx])
+        yield idx, to_features(processor, [texts[i] for i in idx], [items[i] for i in idx])
 
 
 def split_by_length(lengths: Sequence[int], parts: int) -> list[list[int]]:

@@ -25,6 +25,11 @@ from jfe.atomic import atomic_dir
 
 ARCHS = ("qwen2_vl", "qwen2_5_vl")
 
+# The built-in tiny model's shape (``builtin:tiny``, the demo, the tiny recipes). A 128-wide vision
+# tower was tried: 1.2x the step time, and composed-image Hit@1 rose on the digits val split but
+# not on test, so the tower stays as wide as the LLM.
+TINY_SHAPE = {"hidden": 64, "layers": 2, "vision_hidden": 64}
+
 SPECIAL_TOKENS = [
     "<|endoftext|>",
     "<|im_start|>",
@@ -148,8 +153,8 @@ def build_tiny_model(
     out_dir: str | os.PathLike,
     arch: str = "qwen2_vl",
     seed: int = 0,
-    hidden: int = 64,
-    layers: int = 2,
+    hidden: int = TINY_SHAPE["hidden"],
+    layers: int = TINY_SHAPE["layers"],
     vision_hidden: int | None = None,
 ) -> Path:
     """Write a random-init tiny VLM checkpoint to ``out_dir`` (atomically) and return its path."""

@@ -1,6 +1,7 @@
 from transformers import AutoConfig
 
-from jfe.cache import TINY_SHAPE, cache_dir, tiny_model
+from jfe.cache import cache_dir, tiny_model
+from jfe.tiny import TINY_SHAPE
 
 
 def test_cache_dir_follows_jfe_cache_then_xdg(tmp_path, monkeypatch):

@@ -43,7 +43,7 @@ def test_embedding_alone_equals_embedding_in_padded_mixed_batch(embedder, images
         batch = embedder.encode(inputs, batch_size=len(inputs))
         alone = np.concatenate([embedder.encode([x]) for x in inputs])
         # the batch really was padded: inputs differ in token length
-        lengths = [int(m.sum()) for m in embedder.tokenize(inputs)["attention_mask"]]
+        lengths = [int(m.sum()) for m in embedder.features(inputs)["attention_mask"]]
         assert len(set(lengths)) > 1
     finally:
         embedder.tokenizer.padding_side = "left"
@@ -85,7 +85,7 @@ def test_truncation_keeps_prompt_and_distinguishes_long_texts(embedder):
         shared = "seven " * 40  # longer than the limit on its own
         a, b = shared + "red", shared + "blue"
         prefix_a, prefix_b = "red " + shared, "blue " + shared
-        features = embedder.tokenize([a])
+        features = embedder.features([a])
         assert int(features["attention_mask"].sum()) < 60  # the 241-token text was cut
         decoded = embedder.tokenizer.decode(features["input_ids"][0])
         assert decoded.endswith("seven\nSummarize above sentence in one word:<|im_end|>\n<|im_start|>assistant\n")

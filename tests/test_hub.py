@@ -1,7 +1,8 @@
 import pytest
 
 from jfe import Embedder
-from jfe.hub import push, write_model_card
+from jfe.card import write_model_card
+from jfe.hub import push
 
 
 class RecordingApi:

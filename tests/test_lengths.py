@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from jfe import Embedder
-from jfe.formatting import EmbedInput, tokenize_batch
-from jfe.lengths import in_batch_order, split_by_length, token_counts
+from jfe.formatting import EmbedInput, render, to_features
+from jfe.lengths import in_batch_order, rendered_token_counts, split_by_length
 from tests.conftest import make_image
 
 
@@ -23,9 +23,9 @@ def test_token_counts_equal_the_processors_real_lengths(processor):
         EmbedInput(image=make_image(2, (8, 64))),
     ]
     instructions = ["Retrieve the digit.", None, "Find it.", None]
-    counts = token_counts(processor, items, instructions, max_text_tokens=20)
+    counts = rendered_token_counts(processor, render(processor, items, instructions, max_text_tokens=20), items)
     for item, instruction, count in zip(items, instructions, counts, strict=True):
-        alone = tokenize_batch(processor, [item], [instruction], 20)
+        alone = to_features(processor, render(processor, [item], [instruction], 20), [item])
         assert int(alone["attention_mask"].sum()) == count
     assert len(set(counts)) == 4  # image size and truncated text both show
 

@@ -6,8 +6,7 @@ python tools/make_tiny_model.py OUT_DIR [--arch qwen2_vl|qwen2_5_vl] [--seed N] 
 
 import argparse
 
-from jfe.cache import TINY_SHAPE
-from jfe.tiny import ARCHS, build_tiny_model
+from jfe.tiny import ARCHS, TINY_SHAPE, build_tiny_model
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from jfe.formatting import EmbedInput, render, tokenize_rendered
+from jfe.formatting import EmbedInput, render, to_features
 from jfe.lengths import batches_by_length, rendered_token_counts, split_by_length
 
 logger = logging.getLogger(__name__)
@@ -36,9 +36,10 @@ class ContrastiveCollator:
     the least padding; enough for DDP and ZeRO-2), "chunk" (every chunk without images gets one;
     what ZeRO-3 needs) or "none".
 
-    Output keys: ``query`` and ``candidates`` (lists of chunk features), ``query_counts`` and
-    ``candidate_counts`` (real rows per chunk), ``query_order`` and ``candidate_order`` (the batch
-    row of each chunk row, chunks concatenated), the id tensors for the loss, and ``qids``.
+    Output keys: ``query`` and ``candidates`` (lists of chunk features), ``query_rows`` and
+    ``candidate_rows`` (real rows per chunk: a dummy-image row is not counted), ``query_order``
+    and ``candidate_order`` (the batch row of each chunk row, chunks concatenated), the id tensors
+    for the loss, and ``qids``. These are exactly ``ContrastiveModel.forward``'s arguments.
     """
 
     def __init__(
@@ -98,7 +99,7 @@ class ContrastiveCollator:
             rows, prompts = [items[i] for i in g], [texts[i] for i in g]
             if c in with_dummy:
                 rows, prompts = [*rows, EmbedInput(image=DUMMY_IMAGE)], [*prompts, self._dummy_text]
-            chunks.append(tokenize_rendered(self.processor, prompts, rows))
+            chunks.append(to_features(self.processor, prompts, rows))
         order = torch.tensor([i for g in groups for i in g], dtype=torch.long)
         return chunks, [len(g) for g in groups], order
 
@@ -115,16 +116,16 @@ class ContrastiveCollator:
             raise ValueError("every example of this batch was skipped as bad input")
         queries = [e["query"] for e in kept]
         candidates = [e["positive"] for e in kept] + [n for e in kept for n in e["negatives"]]
-        query_chunks, query_counts, query_order = self._side(queries, [e["instruction"] for e in kept])
-        cand_chunks, cand_counts, cand_order = self._side(candidates, [None] * len(candidates))
+        query_chunks, query_rows, query_order = self._side(queries, [e["instruction"] for e in kept])
+        cand_chunks, cand_rows, cand_order = self._side(candidates, [None] * len(candidates))
         candidate_ids = [e["positive_id"] for e in kept] + [d for e in kept for d in e["negative_ids"]]
         relevant = [[id_hash(d) for d in e["relevant_ids"]] for e in kept]
         width = max(len(r) for r in relevant)
         return {
             "query": query_chunks,
             "candidates": cand_chunks,
-            "query_counts": query_counts,
-            "candidate_counts": cand_counts,
+            "query_rows": query_rows,
+            "candidate_rows": cand_rows,
             "query_order": query_order,
             "candidate_order": cand_order,
             # hashed ids let the loss mask in-batch false negatives, across ranks too

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections import defaultdict
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, Protocol
 
 import torch
 
 from jfe.data.instructions import Instructions
-from jfe.data.mbeir import Query, Record
+from jfe.data.mbeir import Query, Record, dataset_id_of
 from jfe.data.mimic import MimicOptions, augment
 from jfe.data.sampler import example_rng
 from jfe.formatting import EmbedInput
 from jfe.inputs import BadInputError, load_image
+from jfe.lengths import guessed_length
 
 logger = logging.getLogger(__name__)
 
@@ -27,16 +30,23 @@ class Pool(Protocol):
 
 @dataclass
 class ExampleOptions:
-    num_negatives: int = field(default=0, metadata={"help": "hard negatives per query (extra loss columns)"})
-    fill_random_negatives: bool = field(
-        default=True,
-        metadata={"help": "top up queries with fewer hard negatives by random candidates of the same dataset"},
-    )
-    skip_bad_inputs: bool = field(
-        default=False, metadata={"help": "skip (and count) examples whose image is missing or corrupt"}
-    )
-    seed: int = field(default=0, metadata={"help": "seeds positives, negatives, instructions and MiMIC draws"})
+    """Set from the training options of the same names (documented in :class:`jfe.train.config.TrainConfig`)."""
+
+    num_negatives: int = 0
+    fill_random_negatives: bool = True
+    skip_bad_inputs: bool = False
+    seed: int = 0  # seeds positives, negatives, instructions and MiMIC draws
     mimic: MimicOptions = field(default_factory=MimicOptions)
+
+
+class Stream(IntEnum):
+    """Independent random streams per example: each is ``example_rng(seed + stream, epoch, index)``,
+    so drawing more of one (say, negatives) never shifts another (the positive)."""
+
+    POSITIVE = 0
+    NEGATIVES = 1
+    INSTRUCTION = 2
+    AUGMENTATION = 3
 
 
 class ContrastiveDataset(torch.utils.data.Dataset):
@@ -75,17 +85,20 @@ class ContrastiveDataset(torch.utils.data.Dataset):
     def length_of(self, index: int) -> int:
         """A cheap proxy of the query's token count, for length-grouped batches."""
         q = self.queries[index]
-        return len(q.text or "") + (1000 if q.image else 0)
+        return guessed_length(q.text, q.image is not None)
+
+    def _rng(self, stream: Stream, epoch: int, index: int) -> random.Random:
+        return example_rng(self.options.seed + stream, epoch, index)
 
     def positive_of(self, index: int, epoch: int) -> str:
-        return example_rng(self.options.seed, epoch, index).choice(self.queries[index].positives)
+        return self._rng(Stream.POSITIVE, epoch, index).choice(self.queries[index].positives)
 
     def negatives_of(self, index: int, epoch: int) -> list[str]:
         q = self.queries[index]
         k = self.options.num_negatives
         if k == 0:
             return []
-        rng = example_rng(self.options.seed + 1, epoch, index)
+        rng = self._rng(Stream.NEGATIVES, epoch, index)
         positives = set(q.positives)
         listed = self.mined.get(q.id, q.negatives)
         hard = [d for d in dict.fromkeys(listed) if d not in positives and d in self.pool]
@@ -93,7 +106,7 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         if len(chosen) < k and self.options.fill_random_negatives:
             if self._by_dataset is None:
                 self._by_dataset = self.pool.dids_by_dataset()
-            same = self._by_dataset.get(q.positives[0].split(":", 1)[0], [])
+            same = self._by_dataset.get(dataset_id_of(q.positives[0]), [])
             taken = positives | set(chosen)
             for _ in range(10 * k):
                 if len(chosen) == k or len(taken) >= len(same):
@@ -108,7 +121,7 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         q = self.queries[index]
         if q.instruction is not None or self.instructions is None:
             return q.instruction
-        return self.instructions.for_train(q, example_rng(self.options.seed + 2, epoch, index))
+        return self.instructions.for_train(q, self._rng(Stream.INSTRUCTION, epoch, index))
 
     def _load(self, record: Record, side: str, rng) -> EmbedInput:
         image = load_image(record.image, f"{side} {record.id}") if record.image else None
@@ -120,7 +133,7 @@ class ContrastiveDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         q = self.queries[index]
-        rng = example_rng(self.options.seed + 3, epoch, index)
+        rng = self._rng(Stream.AUGMENTATION, epoch, index)
         try:
             query = self._load(q, "query", rng)
             positive = self._load(self.pool[self.positive_of(index, epoch)], "candidate", rng)

@@ -36,10 +36,8 @@ def find_bad_line(path: str | os.PathLike, required: Iterable[str] = ()) -> str 
     return None
 
 
-def load_jsonl(
-    path: str | os.PathLike, required: Iterable[str] = (), streaming: bool = False
-) -> datasets.Dataset | datasets.IterableDataset:
-    """Load a JSONL file as a `datasets` table (memory-mapped Arrow, or streamed for huge pools).
+def load_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> datasets.Dataset:
+    """Load a JSONL file as a `datasets` table (memory-mapped Arrow, so a large pool stays on disk).
 
     Malformed lines and missing keys raise :class:`DataFormatError` naming ``file:line``.
     """
@@ -48,15 +46,15 @@ def load_jsonl(
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     try:
-        table = datasets.load_dataset("json", data_files=str(path), split="train", streaming=streaming)
-        columns = table.column_names if not streaming else None
+        table = datasets.load_dataset("json", data_files=str(path), split="train")
     except Exception as err:  # datasets wraps parser errors in several types; locate the line ourselves
         problem = find_bad_line(path, required)
         raise DataFormatError(problem or f"{path}: cannot be read as JSONL ({err})") from err
-    if columns is not None and any(key not in columns for key in required):
+    columns = table.column_names
+    if any(key not in columns for key in required):
         problem = find_bad_line(path, required)
         raise DataFormatError(problem or f"{path}: missing column(s) {[k for k in required if k not in columns]}")
-    if columns is not None and len(table) == 0:
+    if len(table) == 0:
         raise DataFormatError(f"{path}: no records")
     return table
 

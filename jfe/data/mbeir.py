@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -41,6 +41,11 @@ TASK_MODALITIES: dict[int, tuple[str, str]] = {
 }
 
 
+def dataset_id_of(identifier: str) -> str:
+    """The dataset part of an M-BEIR id: ``"9:123"`` -> ``"9"`` (qids and dids alike)."""
+    return identifier.split(":", 1)[0]
+
+
 @dataclass(frozen=True)
 class Record:
     """A query or candidate before any image is opened. ``image`` is an absolute path or None."""
@@ -61,7 +66,7 @@ class Query(Record):
 
     @property
     def dataset_id(self) -> str:
-        return self.id.split(":", 1)[0]
+        return dataset_id_of(self.id)
 
     @property
     def cand_modality(self) -> str | None:
@@ -99,10 +104,6 @@ class CandidatePool:
     def __contains__(self, did: str) -> bool:
         return did in self._row
 
-    @property
-    def dids(self) -> list[str]:
-        return list(self._row)
-
     def __getitem__(self, did: str) -> Record:
         try:
             row = self.table[self._row[did]]
@@ -117,7 +118,7 @@ class CandidatePool:
         """Candidates grouped by the dataset id prefix of their did (``"9:123"`` -> ``"9"``)."""
         groups: dict[str, list[str]] = defaultdict(list)
         for did in self._row:
-            groups[did.split(":", 1)[0]].append(did)
+            groups[dataset_id_of(did)].append(did)
         return dict(groups)
 
 
@@ -198,66 +199,3 @@ class MBeirLayout:
         if not folder.is_dir():
             raise FileNotFoundError(f"no query folder for split {split!r}: {folder}")
         return sorted(dataset_name_from_path(p) for p in folder.glob(f"mbeir_*_{split}.jsonl"))
-
-
-@dataclass
-class DataReport:
-    """Problems found by :func:`check_split`; empty lists mean the split is consistent."""
-
-    duplicate_ids: list[str] = field(default_factory=list)
-    missing_candidates: list[str] = field(default_factory=list)
-    missing_images: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.duplicate_ids or self.missing_candidates or self.missing_images)
-
-    def format(self, limit: int = 10) -> str:
-        lines = []
-        for label, items in (
-            ("duplicate ids", self.duplicate_ids),
-            ("ids absent from the pool", self.missing_candidates),
-            ("missing image files", self.missing_images),
-        ):
-            if items:
-                shown = ", ".join(items[:limit]) + (f", … ({len(items)} in all)" if len(items) > limit else "")
-                lines.append(f"{label}: {shown}")
-        return "\n".join(lines) or "no problems found"
-
-
-def check_split(
-    root: str | os.PathLike, split: str, images_root: str | os.PathLike | None = None, check_images: bool = True
-) -> DataReport:
-    """Cross-check queries, local pools and qrels of one split: duplicate ids, positives and qrels
-    dids absent from the pool, image files that do not exist."""
-    from jfe.retrieval.trec import read_qrels
-
-    layout = MBeirLayout(Path(root))
-    images_root = Path(images_root) if images_root else layout.root
-    report = DataReport()
-    seen_qids: set[str] = set()
-    for name in layout.datasets(split):
-        try:
-            pool = CandidatePool.load(layout.local_pool_file(name, split), images_root)
-        except DataFormatError as err:
-            if "duplicate did" not in str(err):
-                raise
-            report.duplicate_ids.append(str(err))
-            continue
-        queries = load_queries(layout.query_file(name, split), images_root)
-        for q in queries:
-            if q.id in seen_qids:
-                report.duplicate_ids.append(f"qid {q.id} ({name})")
-            seen_qids.add(q.id)
-            report.missing_candidates += [f"{q.id} -> {d} ({name} positives)" for d in q.positives if d not in pool]
-            if check_images and q.image and not os.path.isfile(q.image):
-                report.missing_images.append(q.image)
-        qrels_path = layout.qrels_file(name, split)
-        if qrels_path.is_file():
-            for qid, rels in read_qrels(qrels_path).items():
-                report.missing_candidates += [f"{qid} -> {d} ({qrels_path.name})" for d in rels if d not in pool]
-        if check_images:
-            report.missing_images += [
-                r.image for r in pool.records() if r.image is not None and not os.path.isfile(r.image)
-            ]
-    return report

@@ -11,19 +11,16 @@ Both are off by default and leave single-modality inputs untouched.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
 class MimicOptions:
-    caption_dropout: float = field(
-        default=0.0, metadata={"help": "probability of dropping the text of an image+text input"}
-    )
-    modality_mixin: float = field(
-        default=0.0,
-        metadata={"help": "probability of replacing an image+text input by its image-only or text-only view"},
-    )
-    apply_to: str = field(default="both", metadata={"help": "which side to augment: query, candidate or both"})
+    """Set from the training options ``caption_dropout``, ``modality_mixin`` and ``mimic_apply_to``."""
+
+    caption_dropout: float = 0.0  # probability of dropping the text of an image+text input
+    modality_mixin: float = 0.0  # probability of replacing it by its image-only or text-only view
+    apply_to: str = "both"  # which side to augment: query, candidate or both
 
     def __post_init__(self) -> None:
         for name in ("caption_dropout", "modality_mixin"):

@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from jfe.data.jsonl import DataFormatError, line_of_row, load_jsonl
-from jfe.data.mbeir import Query, Record
+from jfe.data.mbeir import Query, Record, dataset_id_of
 
 
 def _modality(text: str | None, image: str | None) -> str:
@@ -38,17 +38,13 @@ class InMemoryPool:
     def __getitem__(self, did: str) -> Record:
         return self._records[did]
 
-    @property
-    def dids(self) -> list[str]:
-        return list(self._records)
-
     def records(self) -> list[Record]:
         return list(self._records.values())
 
     def dids_by_dataset(self) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = defaultdict(list)
         for did in self._records:
-            groups[did.split(":", 1)[0]].append(did)
+            groups[dataset_id_of(did)].append(did)
         return dict(groups)
 
 

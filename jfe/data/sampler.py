@@ -13,6 +13,11 @@ from torch.utils.data import Sampler
 logger = logging.getLogger(__name__)
 
 
+# Length grouping sorts examples within random windows of this many global batches: wide enough
+# that a batch finds inputs of similar length, narrow enough that batches still mix across epochs.
+LENGTH_GROUP_BATCHES = 16
+
+
 def example_rng(seed: int, epoch: int, index: int) -> random.Random:
     """Per-example randomness that any process can recompute (string seeds hash deterministically)."""
     return random.Random(f"{seed}/{epoch}/{index}")
@@ -39,7 +44,7 @@ class TaskBatchSampler(Sampler[list[tuple[int, int]]]):
         weights: dict[str, float] | None = None,
         positive_of: Callable[[int, int], str] | None = None,
         length_of: Callable[[int], int] | None = None,
-        group_size: int = 16,
+        group_size: int = LENGTH_GROUP_BATCHES,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")

@@ -13,24 +13,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from jfe.data.instructions import Instructions
 from jfe.data.jsonl import DataFormatError
 from jfe.data.mbeir import CandidatePool, load_queries
 from jfe.data.pairs import load_pairs
 from jfe.formatting import EmbedInput
+from jfe.inference import embed_windows
 from jfe.inputs import BadInputError, load_image
-from jfe.lengths import collated_by_length
-from jfe.retrieval.shards import is_complete, shard_dir, shard_slice, write_shard
+from jfe.lengths import guessed_length
+from jfe.retrieval.shards import default_num_shards, is_complete, shard_dir, shard_slice, write_shard
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +74,11 @@ def read_items(
 
 
 def length_order(items: list[EncodeItem]) -> list[int]:
-    """Indices in a rough token-count order that needs no image opened: text-only items first,
-    each group by characters of text and instruction."""
+    """Indices in a rough token-count order that needs no image opened (:func:`guessed_length` of
+    text and instruction), so each window read in this order holds inputs of similar length."""
     return sorted(
         range(len(items)),
-        key=lambda i: (items[i].image is not None, len(items[i].text or "") + len(items[i].instruction or "")),
+        key=lambda i: guessed_length((items[i].text or "") + (items[i].instruction or ""), items[i].image is not None),
     )
 
 
@@ -92,7 +91,7 @@ class _Loaded(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[int, EmbedInput | None]:
         item = self.items[i]
         try:
             image = load_image(item.image, f"item {item.id}") if item.image else None
@@ -103,16 +102,9 @@ class _Loaded(Dataset):
         return i, EmbedInput(text=item.text, image=image)
 
 
-def _windows(loader, rows: int):
-    """Loaded rows, ``rows`` at a time (the last window may be smaller)."""
-    window = []
-    for batch in loader:
-        window.extend(batch)
-        if len(window) >= rows:
-            yield window
-            window = []
-    if window:
-        yield window
+# Items are read in a rough order and each window of this many batches is re-sorted by exact token
+# count: a wider window pads less, but holds more decoded images in memory at once.
+SORT_WINDOW_BATCHES = 16
 
 
 def encode_items(
@@ -122,37 +114,33 @@ def encode_items(
     num_workers: int = 0,
     skip_bad: bool = False,
     progress: str | None = "encode",
-    window_batches: int = 16,
+    window_batches: int = SORT_WINDOW_BATCHES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings (N, D) float32 in item order, and a bool mask of the items that were embedded.
 
-    Items are read in a rough length order (text length, images last: no image is opened for
-    it); each window of ``window_batches`` batches is then re-sorted by exact token count, image
-    sizes included, before it is cut into batches, so little of a batch is padding."""
+    Images are decoded in DataLoader workers, ``window_batches`` batches at a time, in
+    :func:`length_order`; :func:`jfe.inference.embed_windows` (the loop ``Embedder.encode`` runs
+    too) sorts each window by exact token count and embeds it."""
     order = length_order(items)
     ordered = [items[i] for i in order]
-    loader = DataLoader(
-        _Loaded(ordered, skip_bad),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=lambda rows: rows,
+    # workers decode batch-sized pieces, so the first window is ready as soon as its pieces are
+    loader = DataLoader(_Loaded(ordered, skip_bad), batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+    windows = (
+        [(order[i], x, ordered[i].instruction) for i, x in w] for w in _windows(loader, batch_size * window_batches)
     )
-    out = np.zeros((len(items), embedder.dimension), dtype=np.float32)
-    ok = np.zeros(len(items), dtype=bool)
-    bar = tqdm(total=len(items), desc=progress, disable=progress is None, unit="item")
-    with torch.inference_mode(), bar:
-        for window in _windows(loader, batch_size * window_batches):
-            bar.update(len(window))
-            good = [(order[i], x, ordered[i].instruction) for i, x in window if x is not None]
-            if not good:
-                continue
-            rows, instructions = [x for _, x, _ in good], [t for *_, t in good]
-            max_text = embedder.config.max_text_tokens
-            for batch, features in collated_by_length(embedder.processor, rows, instructions, max_text, batch_size):
-                positions = [good[j][0] for j in batch]
-                out[positions] = embedder(**features).cpu().numpy()
-                ok[positions] = True
-    return out, ok
+    return embed_windows(embedder, windows, len(items), batch_size, progress)
+
+
+def _windows(loader: DataLoader, rows: int) -> Iterator[list[tuple[int, EmbedInput | None]]]:
+    """The loader's rows, ``rows`` at a time (the last window may be smaller)."""
+    window: list = []
+    for piece in loader:
+        window.extend(piece)
+        if len(window) >= rows:
+            yield window
+            window = []
+    if window:
+        yield window
 
 
 def encode_to_shards(
@@ -209,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     from jfe.embedder import Embedder
 
     items = read_items(args.data, args.images_root, args.instruction_file)
-    num_shards = args.num_shards or max(1, math.ceil(len(items) / 100_000))
+    num_shards = args.num_shards or default_num_shards(len(items))
     if args.shard is not None and not 0 <= args.shard < num_shards:
         parser.error(f"--shard {args.shard} is outside 0..{num_shards - 1}")
     embedder = Embedder.from_pretrained(args.model, dtype=args.model_dtype)

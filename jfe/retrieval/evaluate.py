@@ -17,20 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from jfe.artifacts import EvalReport
 from jfe.data.instructions import Instructions
 from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
 from jfe.retrieval.encode import EncodeItem, encode_items, encode_to_shards
 from jfe.retrieval.index import build_index
 from jfe.retrieval.metrics import evaluate, evaluate_by_task, to_markdown
 from jfe.retrieval.search import search, write_trec_run
-from jfe.retrieval.shards import read_embeddings
+from jfe.retrieval.shards import default_num_shards, read_embeddings
 from jfe.retrieval.trec import read_qrels, read_qrels_tasks, read_run
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def _pool_index(embedder, pool: CandidatePool, work: Path | None, batch_size: in
         ids = [it.id for it in items]
     else:
         # cached as resumable shards: a rerun (or another probe) reuses the pool embeddings
-        num_shards = max(1, math.ceil(len(items) / 100_000))
+        num_shards = default_num_shards(len(items))
         encode_to_shards(
             embedder, items, work, num_shards, batch_size=batch_size, num_workers=num_workers, dtype="float32"
         )
@@ -210,14 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     table = evaluate_mbeir(embedder, args.mbeir_root, runs_dir=out / "runs", **common)
     print(to_markdown(table))
-    result = {"model": args.model, "split": args.split, "pool": args.pool, "metrics": table}
+    result = EvalReport(metrics=table, model=args.model, split=args.split, pool=args.pool)
     if args.ablate:
         full = evaluate_mbeir(embedder, args.mbeir_root, multimodal_only=True, **common)
         ablated = evaluate_mbeir(embedder, args.mbeir_root, multimodal_only=True, ablate_modality=args.ablate, **common)
         probe = probe_table(full, ablated)
         print(f"\nModality probe: {args.ablate} removed from image+text queries\n" + to_markdown(probe))
-        result["probe"] = {"ablate": args.ablate, "tasks": probe}
-    (out / "eval.json").write_text(json.dumps(result, indent=2))
+        result.probe = {"ablate": args.ablate, "tasks": probe}
+    result.write(out)
     (out / "eval.md").write_text(to_markdown(table) + "\n")
     if args.png:
         save_chart(table, out / "recall.png", "recall@1")

@@ -8,6 +8,7 @@ shard is complete iff it exists: an encoding job killed half-way leaves an incom
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -26,6 +27,13 @@ TENSOR_KEY = "embeddings"
 _SHARD_RE = re.compile(r"^shard-(\d{5,})-of-(\d{5,})$")
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 _MAX_HEADER = 100 * 2**20  # safetensors refuses larger headers too
+# Default shard size: a shard is the unit a crash redoes, and one float16 shard of 100k x 1536 is 300 MB.
+ROWS_PER_SHARD = 100_000
+
+
+def default_num_shards(n_items: int) -> int:
+    """One shard per :data:`ROWS_PER_SHARD` items (at least one)."""
+    return max(1, math.ceil(n_items / ROWS_PER_SHARD))
 
 
 def shard_dir(out: str | os.PathLike, index: int, num_shards: int) -> Path:

@@ -16,86 +16,85 @@ from typing import Any
 import yaml
 
 
-def _f(default: Any, help: str) -> Any:
+def option(default: Any, help: str) -> Any:
+    """A field with its ``--help-config`` text (mutable defaults are copied per instance)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class TrainConfig:
     # --- what to train, where to write it
-    model: str = _f("", "starting checkpoint folder (or builtin:tiny for the offline tiny Qwen2-VL)")
-    output_dir: str = _f("", "where checkpoints and the final model go")
-    stage: str = _f("adapt", "adapt (stage 1, post-training adaptation) or instruct (stage 2, instruction tuning)")
+    model: str = option("", "starting checkpoint folder (or builtin:tiny for the offline tiny Qwen2-VL)")
+    output_dir: str = option("", "where checkpoints and the final model go")
+    stage: str = option("adapt", "adapt (stage 1, post-training adaptation) or instruct (stage 2, instruction tuning)")
 
     # --- data
-    data_format: str = _f("mbeir", "mbeir (UniIR layout) or pairs (jfe pair JSONL)")
-    mbeir_root: str = _f("", "M-BEIR root folder, or builtin:digits for the offline digits benchmark")
-    datasets: list = field(
-        default_factory=list, metadata={"help": "M-BEIR dataset names to train on (empty: every dataset of the split)"}
-    )
-    split: str = _f("train", "M-BEIR split to train on")
-    pool: str = _f("global", "candidate pool: global (union) or local (each dataset's own)")
-    pairs_files: list = field(default_factory=list, metadata={"help": "pair-format JSONL files (data_format: pairs)"})
-    images_root: str = _f("", "folder image paths are relative to (default: the M-BEIR root / the file's folder)")
-    use_instructions: bool = _f(True, "prepend the task instruction to queries (M-BEIR instructions TSV)")
-    task_weights: dict = field(
-        default_factory=dict, metadata={"help": "sampling weight per dataset (empty: proportional to size)"}
-    )
-    group_by_length: bool = _f(False, "batch queries of similar length together (less padding) within random windows")
-    num_negatives: int = _f(0, "hard negatives per query, from neg_cand_list or negatives_file")
-    negatives_file: str = _f("", "mined negatives JSONL (jfe mine) used instead of neg_cand_list")
-    fill_random_negatives: bool = _f(True, "top up missing hard negatives with random same-dataset candidates")
-    skip_bad_inputs: bool = _f(False, "skip and count examples with missing/corrupt images instead of failing")
-    max_text_tokens: int = _f(512, "text is cut to this many tokens before the prompt is added")
-    caption_dropout: float = _f(0.0, "MiMIC: probability of dropping the text of an image+text input")
-    modality_mixin: float = _f(0.0, "MiMIC: probability of replacing an image+text input by a one-modality view")
-    mimic_apply_to: str = _f("both", "MiMIC options apply to: query, candidate or both")
+    data_format: str = option("mbeir", "mbeir (UniIR layout) or pairs (jfe pair JSONL)")
+    mbeir_root: str = option("", "M-BEIR root folder, or builtin:digits for the offline digits benchmark")
+    datasets: list = option([], "M-BEIR dataset names to train on (empty: every dataset of the split)")
+    split: str = option("train", "M-BEIR split to train on")
+    pool: str = option("global", "candidate pool: global (union) or local (each dataset's own)")
+    pairs_files: list = option([], "pair-format JSONL files (data_format: pairs)")
+    images_root: str = option("", "folder image paths are relative to (default: the M-BEIR root / the file's folder)")
+    use_instructions: bool = option(True, "prepend the task instruction to queries (M-BEIR instructions TSV)")
+    task_weights: dict = option({}, "sampling weight per dataset (empty: proportional to size)")
+    group_by_length: bool = option(False, "batch queries of similar length together (less padding), in random windows")
+    num_negatives: int = option(0, "hard negatives per query, from neg_cand_list or negatives_file")
+    negatives_file: str = option("", "mined negatives JSONL (jfe mine) used instead of neg_cand_list")
+    fill_random_negatives: bool = option(True, "top up missing hard negatives with random same-dataset candidates")
+    skip_bad_inputs: bool = option(False, "skip and count examples with missing/corrupt images instead of failing")
+    max_text_tokens: int = option(512, "text is cut to this many tokens before the prompt is added")
+    caption_dropout: float = option(0.0, "MiMIC: probability of dropping the text of an image+text input")
+    modality_mixin: float = option(0.0, "MiMIC: probability of replacing an image+text input by a one-modality view")
+    mimic_apply_to: str = option("both", "MiMIC options apply to: query, candidate or both")
 
     # --- loss
-    temperature: float = _f(0.05, "InfoNCE temperature (initial value when learnable)")
-    learn_temperature: bool = _f(False, "learn the temperature, clamped to [temperature_min, 1]")
-    temperature_min: float = _f(0.01, "lower bound of a learnable temperature")
-    gather_across_ranks: bool = _f(True, "use every rank's candidates as negatives (all-gather with gradient)")
-    symmetric_loss: bool = _f(
+    temperature: float = option(0.05, "InfoNCE temperature (initial value when learnable)")
+    learn_temperature: bool = option(False, "learn the temperature, clamped to [temperature_min, 1]")
+    temperature_min: float = option(0.01, "lower bound of a learnable temperature")
+    gather_across_ranks: bool = option(True, "use every rank's candidates as negatives (all-gather with gradient)")
+    symmetric_loss: bool = option(
         False, "also the reverse InfoNCE, each positive picking its query among the batch's queries (averaged)"
     )
-    gradcache_chunk_size: int = _f(0, "GradCache: embed in chunks of this size (0: off)")
-    length_chunks: int = _f(
+    gradcache_chunk_size: int = option(0, "GradCache: embed in chunks of this size (0: off)")
+    length_chunks: int = option(
         8,
         "embed each side of a batch in this many passes of rows of similar token length, so short rows "
         "are not padded to the longest (same loss and gradients; 1: one pass; GradCache sorts its own chunks)",
     )
 
     # --- what trains
-    trainable: str = _f("lora", "lora (adapters on the LLM), full (the whole LLM) or none")
-    train_vision: bool = _f(False, "also train the vision tower (full mode)")
-    lora_r: int = _f(16, "LoRA rank")
-    lora_alpha: int = _f(32, "LoRA alpha")
-    lora_dropout: float = _f(0.05, "LoRA dropout")
-    lora_target: str = _f(
+    trainable: str = option("lora", "lora (adapters on the LLM), full (the whole LLM) or none")
+    train_vision: bool = option(False, "also train the vision tower (full mode)")
+    lora_r: int = option(16, "LoRA rank")
+    lora_alpha: int = option(32, "LoRA alpha")
+    lora_dropout: float = option(0.05, "LoRA dropout")
+    lora_target: str = option(
         r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
         "regex (full match) of module names that get LoRA adapters",
     )
-    quantization: str = _f("", "nf4 for QLoRA (bitsandbytes 4-bit base weights); empty for none")
-    gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
-    dtype: str = _f("float32", "weights dtype: float32, bfloat16 or float16")
+    quantization: str = option("", "nf4 for QLoRA (bitsandbytes 4-bit base weights); empty for none")
+    gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
+    dtype: str = option("float32", "weights dtype: float32, bfloat16 or float16")
 
     # --- optimisation (handed to transformers.TrainingArguments)
-    per_device_batch_size: int = _f(8, "queries per rank per step (global batch = this x ranks)")
-    learning_rate: float = _f(1e-4, "peak learning rate")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    warmup_ratio: float = _f(0.0, "fraction of steps spent warming up")
-    lr_scheduler_type: str = _f("linear", "transformers scheduler name")
-    max_steps: int = _f(-1, "total optimiser steps (-1: use num_epochs)")
-    num_epochs: float = _f(1.0, "epochs when max_steps is -1")
-    logging_steps: int = _f(10, "log the loss every N steps")
-    save_steps: int = _f(500, "write a resumable checkpoint every N steps")
-    save_total_limit: int = _f(2, "keep at most N checkpoints")
-    seed: int = _f(0, "seeds model init, sampling and augmentation")
-    dataloader_num_workers: int = _f(0, "DataLoader worker processes (image decoding)")
-    deepspeed: str = _f("", "DeepSpeed JSON config (set by --deepspeed)")
-    resume: bool = _f(False, "continue from the newest checkpoint in output_dir")
-    report_to: str = _f("none", "transformers report_to (none, tensorboard, wandb, ...)")
+    per_device_batch_size: int = option(8, "queries per rank per step (global batch = this x ranks)")
+    learning_rate: float = option(1e-4, "peak learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_steps: float = option(0.0, "learning-rate warm-up: a number of steps, or below 1 a fraction of all steps")
+    lr_scheduler_type: str = option("linear", "transformers scheduler name")
+    max_steps: int = option(-1, "total optimiser steps (-1: use num_epochs)")
+    num_epochs: float = option(1.0, "epochs when max_steps is -1")
+    logging_steps: int = option(10, "log the loss every N steps")
+    save_steps: int = option(500, "write a resumable checkpoint every N steps")
+    save_total_limit: int = option(2, "keep at most N checkpoints")
+    seed: int = option(0, "seeds model init, sampling and augmentation")
+    dataloader_num_workers: int = option(0, "DataLoader worker processes (image decoding)")
+    deepspeed: str = option("", "DeepSpeed JSON config (set by --deepspeed)")
+    resume: bool = option(False, "continue from the newest checkpoint in output_dir")
+    report_to: str = option("none", "transformers report_to (none, tensorboard, wandb, ...)")
 
     def validate(self) -> None:
         if not self.model:
@@ -136,6 +135,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Options as ``to_dict`` wrote them, by this or an earlier jfe."""
+        values = dict(values)
+        if "warmup_ratio" in values:  # the name before 0.2: transformers 5 reads a fraction from warmup_steps
+            values.setdefault("warmup_steps", values.pop("warmup_ratio"))
+        return cls(**values)
 
 
 def deepspeed_stage(path: str) -> int:

@@ -66,9 +66,9 @@ def gradcache_loss(model, query: tuple, candidates: tuple, ids: dict) -> torch.T
 
     ``query`` and ``candidates``: (chunks, real rows per chunk, batch row of each chunk row or None).
     """
-    (query_chunks, query_counts, query_order), (cand_chunks, cand_counts, cand_order) = query, candidates
-    q, q_states = _embed_without_graph(model.embed, query_chunks, query_counts)
-    c, c_states = _embed_without_graph(model.embed, cand_chunks, cand_counts)
+    (query_chunks, query_rows, query_order), (cand_chunks, cand_rows, cand_order) = query, candidates
+    q, q_states = _embed_without_graph(model.embed, query_chunks, query_rows)
+    c, c_states = _embed_without_graph(model.embed, cand_chunks, cand_rows)
     q = in_batch_order(q, query_order).requires_grad_(True)
     c = in_batch_order(c, cand_order).requires_grad_(True)
     temperature = model.temperature()
@@ -83,8 +83,8 @@ def gradcache_loss(model, query: tuple, candidates: tuple, ids: dict) -> torch.T
         params = [p for p in model.parameters() if p.requires_grad]
         total: list[torch.Tensor | None] = [None] * len(params)
         for chunks, counts, states, cached in (
-            (query_chunks, query_counts, q_states, grad_q),
-            (cand_chunks, cand_counts, c_states, grad_c),
+            (query_chunks, query_rows, q_states, grad_q),
+            (cand_chunks, cand_rows, c_states, grad_c),
         ):
             start = 0
             for features, count, state in zip(chunks, counts, states, strict=True):

@@ -22,22 +22,30 @@ from jfe.train.loss import Temperature, contrastive_loss
 logger = logging.getLogger(__name__)
 
 
-def load_embedder(config: TrainConfig, model_path: str) -> Embedder:
-    """The starting embedder with the trainable set of ``config`` (LoRA, full LLM or nothing)."""
-    # each rank loads onto its own GPU (the launcher sets LOCAL_RANK); a 4-bit model must be
-    # placed at load time, which is when bitsandbytes quantises
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+def training_device() -> str:
+    """This process's device: its own GPU under a launcher (which sets LOCAL_RANK), else the CPU."""
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+
+
+def nf4_config(compute_dtype: str) -> BitsAndBytesConfig:
+    """QLoRA's 4-bit base: nf4 with double quantisation, computing in ``compute_dtype``."""
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
+        bnb_4bit_use_double_quant=True,
+        # the vision tower stays in full precision: it is small and frozen
+        llm_int8_skip_modules=["visual", "lm_head"],
+    )
+
+
+def load_embedder(config: TrainConfig, model_path: str, device: str = "cpu") -> Embedder:
+    """The starting embedder on ``device`` with the trainable set of ``config`` (LoRA, full LLM or nothing)."""
     kwargs = {}
     if config.quantization == "nf4":
+        # bitsandbytes quantises when the weights are placed, so a 4-bit model is placed at load time
         kwargs["device_map"] = {"": device}
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=getattr(torch, config.dtype),
-            bnb_4bit_use_double_quant=True,
-            # the vision tower stays in full precision: it is small and frozen
-            llm_int8_skip_modules=["visual", "lm_head"],
-        )
+        kwargs["quantization_config"] = nf4_config(config.dtype)
     embedder = Embedder.from_pretrained(model_path, dtype=config.dtype, device=device, **kwargs)
     embedder.config.max_text_tokens = config.max_text_tokens
     model = embedder.model
@@ -89,22 +97,24 @@ class ContrastiveModel(torch.nn.Module):
 
     def forward(
         self,
-        query,
-        candidates,
-        query_counts,
-        candidate_counts,
-        query_order=None,
-        candidate_order=None,
-        positive_ids=None,
-        candidate_ids=None,
-        **_,
+        query: list,
+        candidates: list,
+        query_rows: list[int],
+        candidate_rows: list[int],
+        query_order: torch.Tensor | None = None,
+        candidate_order: torch.Tensor | None = None,
+        positive_ids: torch.Tensor | None = None,
+        candidate_ids: torch.Tensor | None = None,
+        qids: list[str] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``query`` / ``candidates``: lists of collated chunks, as ``ContrastiveCollator`` makes them."""
+        """A batch as ``ContrastiveCollator`` makes it -> ``{"loss": ...}``. ``query`` / ``candidates``
+        are lists of collated chunks; ``qids`` only names the batch's queries (in errors and logs).
+        Any other key is a ``TypeError``: a collator and a model that disagree must not train."""
         ids = {"positive_ids": positive_ids, "candidate_ids": candidate_ids}
         if self.chunk_size:
-            sides = (query, query_counts, query_order), (candidates, candidate_counts, candidate_order)
+            sides = (query, query_rows, query_order), (candidates, candidate_rows, candidate_order)
             return {"loss": gradcache_loss(self, *sides, ids)}
-        q = torch.cat([self.embed(f, n) for f, n in zip(query, query_counts, strict=True)])
-        c = torch.cat([self.embed(f, n) for f, n in zip(candidates, candidate_counts, strict=True)])
+        q = torch.cat([self.embed(f, n) for f, n in zip(query, query_rows, strict=True)])
+        c = torch.cat([self.embed(f, n) for f, n in zip(candidates, candidate_rows, strict=True)])
         q, c = in_batch_order(q, query_order), in_batch_order(c, candidate_order)
         return {"loss": self.loss(q, c, self.temperature(), ids)}

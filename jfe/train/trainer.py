@@ -1,18 +1,23 @@
-"""The training run: data from the config, the HF Trainer with jfe's batches, and the final save."""
+"""The training run, top to bottom: :func:`prepare` (data, model, Trainer), :func:`train` (the HF
+Trainer's loop, resumable), :func:`save_final` (the merged model and the run's summary)."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
+from jfe.artifacts import RunStart, TrainSummary
+from jfe.cache import resolve_builtin
 from jfe.data.collator import ContrastiveCollator
 from jfe.data.dataset import ContrastiveDataset, ExampleOptions
 from jfe.data.instructions import Instructions
@@ -20,29 +25,11 @@ from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
 from jfe.data.mimic import MimicOptions
 from jfe.data.pairs import InMemoryPool, load_pairs
 from jfe.data.sampler import TaskBatchSampler
-from jfe.export import RUN_CONFIG, write_final
 from jfe.train.config import TrainConfig, deepspeed_stage
-from jfe.train.model import ContrastiveModel, load_embedder
+from jfe.train.finalize import write_final
+from jfe.train.model import ContrastiveModel, load_embedder, training_device
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_builtin(value: str, kind: str) -> str:
-    """``builtin:tiny`` / ``builtin:digits``: the offline tiny model and benchmark, built on first use."""
-    if not value.startswith("builtin:"):
-        return value
-    from jfe.cache import cache_dir, tiny_model
-
-    name = value.split(":", 1)[1]
-    if kind == "model" and name in ("tiny", "tiny-qwen2_vl"):
-        return str(tiny_model("qwen2_vl"))
-    if kind == "model" and name == "tiny-qwen2_5_vl":
-        return str(tiny_model("qwen2_5_vl"))
-    if kind == "data" and name == "digits":
-        from jfe.data.digits import ensure_digits_mbeir
-
-        return str(ensure_digits_mbeir(cache_dir() / "digits-mbeir"))
-    raise ValueError(f"unknown builtin {value!r} for {kind}")
 
 
 def build_dataset(config: TrainConfig) -> ContrastiveDataset:
@@ -117,7 +104,7 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
         per_device_train_batch_size=config.per_device_batch_size,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of the steps
+        warmup_steps=config.warmup_steps,  # below 1: a fraction of the steps
         lr_scheduler_type=config.lr_scheduler_type,
         max_steps=config.max_steps,
         num_train_epochs=config.num_epochs,
@@ -138,8 +125,8 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
     )
 
 
-def leave_cores_to_workers(workers: int, local_ranks: int = 1) -> int | None:
-    """On a CPU run, cap PyTorch's threads so each DataLoader worker keeps a core; returns the cap.
+def thread_cap(workers: int, local_ranks: int = 1) -> int | None:
+    """PyTorch threads for a CPU run that leave each DataLoader worker a core (None: no cap).
 
     PyTorch's intra-op threads default to every core, so a worker collating the next batch fights
     the step it should overlap with (on 2 cores tiny stage 2 ran 1.3x faster capped). An
@@ -147,9 +134,22 @@ def leave_cores_to_workers(workers: int, local_ranks: int = 1) -> int | None:
     """
     if workers < 1 or "OMP_NUM_THREADS" in os.environ:
         return None
-    threads = max(1, (os.cpu_count() or 1) // max(1, local_ranks) - workers)
-    torch.set_num_threads(threads)
-    return threads
+    return max(1, (os.cpu_count() or 1) // max(1, local_ranks) - workers)
+
+
+@contextlib.contextmanager
+def cores_left_to_workers(workers: int, local_ranks: int = 1) -> Iterator[int | None]:
+    """Within the block PyTorch runs :func:`thread_cap` threads; after it, as many as before, so
+    whatever the caller runs next gets every core back."""
+    before = torch.get_num_threads()
+    cap = thread_cap(workers, local_ranks)
+    if cap is not None:
+        torch.set_num_threads(cap)
+        logger.info("CPU run: %d PyTorch threads beside %d DataLoader workers", cap, workers)
+    try:
+        yield cap
+    finally:
+        torch.set_num_threads(before)
 
 
 def build_collator(config: TrainConfig, processor) -> ContrastiveCollator:
@@ -164,12 +164,20 @@ def build_collator(config: TrainConfig, processor) -> ContrastiveCollator:
     )
 
 
-def run(config: TrainConfig, callbacks: list | None = None) -> Path:
-    """Train as ``config`` says; returns the folder of the final (merged) model.
+@dataclass
+class PreparedRun:
+    """Everything :func:`train` and :func:`save_final` need, built by :func:`prepare`."""
 
-    ``callbacks``: extra ``transformers.TrainerCallback`` objects (progress hooks, early stops)."""
+    config: TrainConfig
+    base_model: str  # the resolved starting checkpoint
+    trainer: EmbeddingTrainer
+    collator: ContrastiveCollator
+
+
+def prepare(config: TrainConfig, callbacks: list | None = None) -> PreparedRun:
+    """Validate ``config``, load data and model, build the Trainer, and record the run's options."""
     config.validate()
-    model_path = resolve_builtin(config.model, "model")
+    base_model = resolve_builtin(config.model, "model")
     args = training_arguments(config)
     if args.world_size > 1 and config.deepspeed:  # reading world_size initialises torch.distributed
         import deepspeed
@@ -181,11 +189,10 @@ def run(config: TrainConfig, callbacks: list | None = None) -> Path:
     # The Trainer seeds only once it exists, after the LoRA matrices were drawn: without this a
     # stage-2 run with a fixed seed still started from different adapters every time.
     set_seed(config.seed)
-    embedder = load_embedder(config, model_path)
-    model = ContrastiveModel(embedder, config)
+    embedder = load_embedder(config, base_model, device=training_device())
     collator = build_collator(config, embedder.processor)
     trainer = EmbeddingTrainer(
-        model=model,
+        model=ContrastiveModel(embedder, config),
         args=args,
         train_dataset=dataset,
         data_collator=collator,
@@ -194,24 +201,26 @@ def run(config: TrainConfig, callbacks: list | None = None) -> Path:
     )
     if trainer.is_world_process_zero():
         # lets `jfe export` rebuild a merged model from any checkpoint of this run
-        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-        run_config = {"config": config.to_dict(), "base_model": model_path}
-        (Path(config.output_dir) / RUN_CONFIG).write_text(json.dumps(run_config, indent=2))
+        RunStart(config.to_dict(), base_model).write(config.output_dir)
+    return PreparedRun(config, base_model, trainer, collator)
+
+
+def train(run: PreparedRun) -> TrainOutput:
+    """The Trainer's loop, from the newest checkpoint when ``resume`` is set."""
+    config, trainer = run.config, run.trainer
     resume = get_last_checkpoint(config.output_dir) if config.resume and os.path.isdir(config.output_dir) else None
     if config.resume and resume is None:
         logger.warning("resume requested but no checkpoint found in %s: starting from step 0", config.output_dir)
-    threads_before = torch.get_num_threads()
-    try:
-        if args.use_cpu:
-            local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-            threads = leave_cores_to_workers(config.dataloader_num_workers, local_ranks)
-            if threads is not None:
-                workers = config.dataloader_num_workers
-                logger.info("CPU run: %d PyTorch threads beside %d DataLoader workers", threads, workers)
-        result = trainer.train(resume_from_checkpoint=resume)
-    finally:
-        # the cap is for overlapping collation with training; what the caller runs next gets every core back
-        torch.set_num_threads(threads_before)
+    if not trainer.args.use_cpu:
+        return trainer.train(resume_from_checkpoint=resume)
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    with cores_left_to_workers(config.dataloader_num_workers, local_ranks):
+        return trainer.train(resume_from_checkpoint=resume)
+
+
+def save_final(run: PreparedRun, result: TrainOutput) -> Path:
+    """``output_dir/final``: the merged model and its :class:`~jfe.artifacts.TrainSummary`."""
+    config, trainer = run.config, run.trainer
     final = Path(config.output_dir) / "final"
     if trainer.is_deepspeed_enabled:
         # Training is over: the fresh base loaded for the final save must not be ZeRO-3 partitioned
@@ -221,23 +230,30 @@ def run(config: TrainConfig, callbacks: list | None = None) -> Path:
         state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
         unset_hf_deepspeed_config()
     else:
-        state_dict = trainer.accelerator.get_state_dict(model)
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
-        write_final(config, model_path, state_dict, final)
-        history = [e for e in trainer.state.log_history if "loss" in e]
-        summary = {
-            "config": config.to_dict(),
-            "base_model": model_path,
-            "train_runtime": result.metrics.get("train_runtime"),
-            "global_steps": trainer.state.global_step,
-            "world_size": args.world_size,
-            "loss_history": history,
-            "skipped_inputs": dict(collator.skipped),
-            "hardware": _hardware(),
-        }
-        (final / "jfe_train.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_final(config, run.base_model, state_dict, final)
+        TrainSummary(
+            config=config.to_dict(),
+            base_model=run.base_model,
+            train_runtime=result.metrics.get("train_runtime"),
+            global_steps=trainer.state.global_step,
+            world_size=trainer.args.world_size,
+            loss_history=[e for e in trainer.state.log_history if "loss" in e],
+            skipped_inputs=dict(run.collator.skipped),
+            hardware=_hardware(),
+        ).write(final)
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def run(config: TrainConfig, callbacks: list | None = None) -> Path:
+    """Train as ``config`` says; returns the folder of the final (merged) model.
+
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects (progress hooks, early stops)."""
+    prepared = prepare(config, callbacks)
+    result = train(prepared)
+    return save_final(prepared, result)
 
 
 def _hardware() -> str:

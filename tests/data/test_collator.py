@@ -52,7 +52,7 @@ def test_collator_layout_and_dummy_image(mbeir_root, embedder):
     ds = _dataset(mbeir_root, names=("toy_t2i",), num_negatives=1)
     collate = ContrastiveCollator(embedder.processor)
     batch = collate([ds[(0, 0)], ds[(1, 0)]])
-    assert batch["query_counts"] == [2] and batch["candidate_counts"] == [4]
+    assert batch["query_rows"] == [2] and batch["candidate_rows"] == [4]
     (query,), (cands,) = batch["query"], batch["candidates"]
     # text-only queries get one trailing dummy-image row so the vision tower always runs
     assert query["input_ids"].shape[0] == 3
@@ -89,7 +89,7 @@ def test_bad_images_fail_with_path_or_are_skipped_and_counted(mbeir_root, embedd
     collate = ContrastiveCollator(embedder.processor)
     batch = collate([lenient[(i, 0)] for i in range(4) if i != 1])
     assert batch["qids"] == ["1:1", "3:1"]
-    assert batch["candidate_counts"] == [3]  # two positives + 3:1's negative; 1:1's corrupt negative dropped
+    assert batch["candidate_rows"] == [3]  # two positives + 3:1's negative; 1:1's corrupt negative dropped
     assert collate.skipped == {"examples": 1, "negatives": 1}
 
 
@@ -109,8 +109,8 @@ def test_chunks_for_gradcache_are_length_sorted(mbeir_root, embedder):
     ds = _dataset(mbeir_root, num_negatives=1)
     examples = [ds[(i, 0)] for i in range(4)]
     batch = ContrastiveCollator(embedder.processor, chunk_size=3, dummy_image="chunk")(examples)
-    assert batch["query_counts"] == [3, 1]
-    assert batch["candidate_counts"] == [3, 3, 2]
+    assert batch["query_rows"] == [3, 1]
+    assert batch["candidate_rows"] == [3, 3, 2]
     # for ZeRO-3 every chunk runs the vision tower: chunks without an image carry the dummy row
     assert all("pixel_values" in chunk for chunk in batch["query"] + batch["candidates"])
     lengths = [int(m.sum()) for chunk in batch["query"] for m in chunk["attention_mask"][:3]][:4]
@@ -122,10 +122,10 @@ def test_side_dummy_is_one_row_only_when_a_side_has_no_image(mbeir_root, embedde
     ds = _dataset(mbeir_root, names=("toy_t2i",), num_negatives=1)
     examples = [ds[(0, 0)], ds[(1, 0)]]
     batch = ContrastiveCollator(embedder.processor, length_chunks=2)(examples)
-    assert _rows(batch["query"], batch["query_counts"]) == 1  # text queries: one dummy for the side
-    assert _rows(batch["candidates"], batch["candidate_counts"]) == 0  # image candidates: none
+    assert _rows(batch["query"], batch["query_rows"]) == 1  # text queries: one dummy for the side
+    assert _rows(batch["candidates"], batch["candidate_rows"]) == 0  # image candidates: none
     per_chunk = ContrastiveCollator(embedder.processor, length_chunks=2, dummy_image="chunk")(examples)
-    assert _rows(per_chunk["query"], per_chunk["query_counts"]) == 2
+    assert _rows(per_chunk["query"], per_chunk["query_rows"]) == 2
     with pytest.raises(ValueError, match="dummy_image='yes'"):
         ContrastiveCollator(embedder.processor, dummy_image="yes")
 
@@ -136,7 +136,7 @@ def test_length_chunks_change_padding_not_embeddings(mbeir_root, embedder):
     examples[0]["query"].text = "a handwritten seven " * 12  # one long row among short ones
     one = ContrastiveCollator(embedder.processor)(examples)
     split = ContrastiveCollator(embedder.processor, length_chunks=2)(examples)
-    assert len(split["query"]) == 2 and sum(split["query_counts"]) == 4
+    assert len(split["query"]) == 2 and sum(split["query_rows"]) == 4
 
     def padded(batch):
         return sum(chunk["attention_mask"].numel() for chunk in batch["query"])
@@ -144,11 +144,11 @@ def test_length_chunks_change_padding_not_embeddings(mbeir_root, embedder):
     assert padded(split) < padded(one)
     real = [
         int(one["query"][0]["attention_mask"][:4].sum()),
-        sum(int(c["attention_mask"][:n].sum()) for c, n in zip(split["query"], split["query_counts"], strict=True)),
+        sum(int(c["attention_mask"][:n].sum()) for c, n in zip(split["query"], split["query_rows"], strict=True)),
     ]
     assert real[0] == real[1]
     with torch.no_grad():
         whole = embedder(**one["query"][0])[:4]
-        parts = torch.cat([embedder(**c)[:n] for c, n in zip(split["query"], split["query_counts"], strict=True)])
+        parts = torch.cat([embedder(**c)[:n] for c, n in zip(split["query"], split["query_rows"], strict=True)])
     restored = in_batch_order(parts, split["query_order"])
     assert np.abs((restored - whole).numpy()).max() <= 1e-5

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from jfe.data.jsonl import DataFormatError
-from jfe.data.mbeir import CandidatePool, MBeirLayout, check_split, load_queries
+from jfe.data.mbeir import CandidatePool, MBeirLayout, dataset_id_of, load_queries
 
 
 def test_reads_queries_with_null_fields_and_resolves_images(mbeir_root):
@@ -62,13 +62,7 @@ def test_duplicate_ids_are_reported_with_line(mbeir_root):
         load_queries(qpath)
 
 
-def test_check_split_reports_absent_ids_and_missing_images(mbeir_root):
-    assert check_split(mbeir_root, "test").ok
-    qrels = mbeir_root / "qrels/test/mbeir_toy_t2i_test_qrels.txt"
-    qrels.write_text(qrels.read_text() + "1:2 0 1:99 1 0\n")
-    (mbeir_root / "images/5.png").unlink()
-    report = check_split(mbeir_root, "test")
-    assert not report.ok
-    assert report.missing_candidates == ["1:2 -> 1:99 (mbeir_toy_t2i_test_qrels.txt)"]
-    assert report.missing_images == [str(mbeir_root / "images/5.png")]
-    assert "ids absent from the pool: 1:2 -> 1:99" in report.format()
+def test_dataset_id_of_reads_the_prefix_of_qids_and_dids():
+    assert dataset_id_of("9:123") == "9"
+    assert dataset_id_of("digits_t2i:q4") == "digits_t2i"
+    assert dataset_id_of("7:1:2") == "7"  # only the first colon separates

@@ -49,7 +49,7 @@ def _launch(zero, tiny_model_dir, mixed_pairs, out, *extra):
         "--module", "jfe.train", "--config", str(repo / "recipes" / "tiny-stage1.yaml"),
         "--deepspeed", str(repo / "deepspeed_configs" / f"{zero}.json"),
         f"model={tiny_model_dir}", f"output_dir={out}", "data_format=pairs", f"pairs_files=[{mixed_pairs}]",
-        "trainable=full", "train_vision=false", "warmup_ratio=0", f"per_device_batch_size={BATCH}",
+        "trainable=full", "train_vision=false", "warmup_steps=0", f"per_device_batch_size={BATCH}",
         "learning_rate=1e-3", f"max_steps={STEPS}",
         "logging_steps=1", "save_steps=1000", "seed=0", *extra,
     ]  # fmt: skip

@@ -62,9 +62,9 @@ def test_replay_reuses_the_random_state_of_the_first_pass(tiny_model_dir, mixed_
     queries, pool = load_pairs(mixed_pairs)
     examples = [ContrastiveDataset(queries, pool)[(i, 0)] for i in range(4)]
     batch = ContrastiveCollator(model.embedder.processor, chunk_size=2)(examples)
-    first, states = _embed_without_graph(model.embed, batch["query"], batch["query_counts"])
+    first, states = _embed_without_graph(model.embed, batch["query"], batch["query_rows"])
     with _replayed_rng(states[1]):
-        replayed = model.embed(batch["query"][1], batch["query_counts"][1])
+        replayed = model.embed(batch["query"][1], batch["query_rows"][1])
     assert torch.equal(replayed.detach(), first[2:4])
     # without the replay, dropout draws differ: the check above is not vacuous
-    assert not torch.equal(model.embed(batch["query"][1], batch["query_counts"][1]).detach(), first[2:4])
+    assert not torch.equal(model.embed(batch["query"][1], batch["query_rows"][1]).detach(), first[2:4])

@@ -8,7 +8,7 @@ from transformers import TrainerCallback
 
 from jfe import Embedder
 from jfe.train.config import TrainConfig
-from jfe.train.trainer import leave_cores_to_workers, run
+from jfe.train.trainer import cores_left_to_workers, run
 
 PROBE = ["item 3", "doc 3", {"text": "item 4"}]
 
@@ -163,15 +163,15 @@ def test_cpu_threads_leave_a_core_to_each_worker(monkeypatch, cores, workers, ra
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     before = torch.get_num_threads()
-    try:
-        assert leave_cores_to_workers(workers, ranks) == expected
+    with cores_left_to_workers(workers, ranks) as cap:
+        assert cap == expected
         assert torch.get_num_threads() == (expected or before)
-    finally:
-        torch.set_num_threads(before)
+    assert torch.get_num_threads() == before  # the caller gets every core back
 
 
 def test_cpu_threads_respect_an_explicit_omp_setting(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     before = torch.get_num_threads()
-    assert leave_cores_to_workers(1) is None
-    assert torch.get_num_threads() == before
+    with cores_left_to_workers(1) as cap:
+        assert cap is None
+        assert torch.get_num_threads() == before

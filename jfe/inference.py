@@ -1,0 +1,59 @@
+"""The one inference loop, shared by ``Embedder.encode`` and ``jfe encode`` / ``search`` / ``eval``.
+
+Rows arrive in windows (all inputs at once for ``Embedder.encode``; a DataLoader's worth of
+decoded images for ``jfe encode``). Each window is sorted by exact token count and cut into
+batches, so little of a batch is padding; the next batch is collated in a thread while the model
+runs this one (torch releases the GIL), so preprocessing hides behind compute. Pooling is
+batch-independent, so neither the order nor the batching changes any embedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from jfe.formatting import EmbedInput
+from jfe.lengths import collated_by_length
+
+# One row of a window: (position in the output, the input or None if it could not be read, instruction).
+Row = tuple[int, EmbedInput | None, str | None]
+
+
+def embed_windows(
+    embedder,
+    windows: Iterable[list[Row]],
+    total: int,
+    batch_size: int = 32,
+    progress: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (``total``, D) float32, L2-normalised, at each row's position, and a bool mask
+    of the positions that were embedded (rows given as None are skipped and stay False)."""
+    out = np.zeros((total, embedder.dimension), dtype=np.float32)
+    ok = np.zeros(total, dtype=bool)
+    bar = tqdm(total=total, desc=progress, disable=progress is None, unit="item")
+
+    def batches() -> Iterator[tuple[list[int], object]]:
+        max_text = embedder.config.max_text_tokens
+        for window in windows:
+            good = [(pos, x, instruction) for pos, x, instruction in window if x is not None]
+            bar.update(len(window) - len(good))
+            if not good:
+                continue
+            rows, instructions = [x for _, x, _ in good], [t for *_, t in good]
+            for idx, features in collated_by_length(embedder.processor, rows, instructions, max_text, batch_size):
+                yield [good[j][0] for j in idx], features
+
+    stream = batches()
+    with torch.inference_mode(), bar, ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = pool.submit(next, stream, None)
+        while (batch := upcoming.result()) is not None:
+            upcoming = pool.submit(next, stream, None)
+            positions, features = batch
+            out[positions] = embedder(**features).cpu().numpy()
+            ok[positions] = True
+            bar.update(len(positions))
+    return out, ok
