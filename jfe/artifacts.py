@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from jfe.atomic import atomic_write_text
-from jfe.train.config import TrainConfig
 
 T = TypeVar("T", bound="Artifact")
 
@@ -81,12 +80,8 @@ class RunStart(Artifact):
     """A run's options and resolved base model, so any checkpoint of it can be exported."""
 
     FILE: ClassVar[str] = "jfe_train_config.json"
-    config: dict[str, Any]
+    config: dict[str, Any]  # jfe.train.config.TrainConfig.to_dict(); read back with TrainConfig.from_dict
     base_model: str
-
-    @property
-    def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.config)
 
 
 @dataclass
@@ -94,7 +89,7 @@ class TrainSummary(Artifact):
     """What a finished training run (or an exported checkpoint of one) did."""
 
     FILE: ClassVar[str] = "jfe_train.json"
-    config: dict[str, Any]
+    config: dict[str, Any]  # as in RunStart
     base_model: str
     global_steps: int | None = None
     loss_history: list[dict[str, Any]] = field(default_factory=list)
@@ -103,10 +98,6 @@ class TrainSummary(Artifact):
     skipped_inputs: dict[str, int] = field(default_factory=dict)
     hardware: str | None = None
     checkpoint: str | None = None  # set when exported from a checkpoint instead of the final folder
-
-    @property
-    def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.config)
 
     @property
     def losses(self) -> list[float]:

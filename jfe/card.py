@@ -12,6 +12,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from jfe.artifacts import EvalReport, TrainSummary
 from jfe.embedder import EmbedderConfig
 from jfe.retrieval.metrics import to_markdown
+from jfe.train.config import TrainConfig
 
 
 def _stages(folder: Path) -> list[TrainSummary]:
@@ -36,7 +37,7 @@ def _pooling_dimension(folder: Path) -> int | None:
 
 
 def _stage_section(index: int, summary: TrainSummary) -> str:
-    c = summary.train_config
+    c = TrainConfig.from_dict(summary.config)
     name = {"adapt": "post-training adaptation", "instruct": "instruction tuning"}.get(c.stage, c.stage)
     data = (
         f"M-BEIR layout at `{c.mbeir_root}` ({', '.join(c.datasets) or 'all datasets'}, split {c.split}, "

@@ -22,6 +22,7 @@ from jfe.artifacts import EvalReport, RunStart, TrainSummary
 from jfe.atomic import atomic_dir
 from jfe.card import write_model_card
 from jfe.embedder import JFE_CONFIG, Embedder
+from jfe.train.config import TrainConfig
 from jfe.train.finalize import write_final
 
 
@@ -35,7 +36,7 @@ def _export_checkpoint(checkpoint: Path, out: Path) -> None:
     if not run_file.is_file():
         raise FileNotFoundError(f"{checkpoint} is a training checkpoint but {run_file} (the run's options) is missing")
     start = RunStart.read(run_file)
-    write_final(start.train_config, start.base_model, load_file(checkpoint / "model.safetensors"), out)
+    write_final(TrainConfig.from_dict(start.config), start.base_model, load_file(checkpoint / "model.safetensors"), out)
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     TrainSummary(
         config=start.config,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import datasets
 
@@ -17,22 +18,31 @@ class DataFormatError(ValueError):
     """A data file that cannot be read as documented; the message names ``file:line``."""
 
 
-def find_bad_line(path: str | os.PathLike, required: Iterable[str] = ()) -> str | None:
-    """Scan ``path`` line by line; describe the first line that is not a JSON object with ``required``."""
-    required = list(required)
+def json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line; a line that is not JSON raises
+    :class:`DataFormatError` naming ``file:line``."""
     with open(path, encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as err:
-                return f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})"
+                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+
+
+def find_bad_line(path: str | os.PathLike, required: Iterable[str] = ()) -> str | None:
+    """Scan ``path`` line by line; describe the first line that is not a JSON object with ``required``."""
+    required = list(required)
+    try:
+        for lineno, obj in json_lines(path):
             if not isinstance(obj, dict):
                 return f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
             missing = [key for key in required if key not in obj]
             if missing:
                 return f"{path}:{lineno}: missing key(s) {missing}"
+    except DataFormatError as err:
+        return str(err)
     return None
 
 

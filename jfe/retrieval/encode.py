@@ -11,7 +11,6 @@ resumes where an interrupted one stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from jfe.data.instructions import Instructions
-from jfe.data.jsonl import DataFormatError
+from jfe.data.jsonl import DataFormatError, json_lines
 from jfe.data.mbeir import CandidatePool, load_queries
 from jfe.data.pairs import load_pairs
 from jfe.formatting import EmbedInput
@@ -43,13 +42,8 @@ class EncodeItem:
 
 
 def _first_record(path: Path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    return json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataFormatError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+    for _, record in json_lines(path):
+        return record if isinstance(record, dict) else {}
     raise DataFormatError(f"{path}: no records")
 
 

@@ -42,7 +42,7 @@ def build_dataset(config: TrainConfig) -> ContrastiveDataset:
     )
     mined = None
     if config.negatives_file:
-        from jfe.retrieval.mine import read_mined
+        from jfe.data.negatives import read_mined
 
         mined = read_mined(config.negatives_file)
     if config.data_format == "pairs":
