@@ -27,7 +27,6 @@ from jfe.data.pairs import load_pairs
 from jfe.formatting import EmbedInput
 from jfe.inference import embed_windows
 from jfe.inputs import BadInputError, load_image
-from jfe.lengths import guessed_length
 from jfe.retrieval.shards import default_num_shards, is_complete, shard_dir, shard_slice, write_shard
 
 logger = logging.getLogger(__name__)
@@ -68,11 +67,11 @@ def read_items(
 
 
 def length_order(items: list[EncodeItem]) -> list[int]:
-    """Indices in a rough token-count order that needs no image opened (:func:`guessed_length` of
-    text and instruction), so each window read in this order holds inputs of similar length."""
+    """Indices in a rough token-count order that needs no image opened: text-only items first,
+    each group by characters of text and instruction."""
     return sorted(
         range(len(items)),
-        key=lambda i: guessed_length((items[i].text or "") + (items[i].instruction or ""), items[i].image is not None),
+        key=lambda i: (items[i].image is not None, len(items[i].text or "") + len(items[i].instruction or "")),
     )
 
 
