@@ -1,5 +1,17 @@
+"""Shared fixtures.
+
+Tests marked ``@pytest.mark.slow`` launch processes or train for a while (the DeepSpeed launcher,
+``jfe demo``). A fast local selection leaves them out::
+
+    HF_HUB_OFFLINE=1 python -m pytest -m "not slow"
+
+CI runs everything (plain ``pytest``). The first test that calls ranx pays its one-off JIT
+compilation (up to ~25 s on two cores), whichever test that is.
+"""
+
 import json
 import os
+import socket
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -47,10 +59,26 @@ def _write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+@pytest.fixture(scope="session")
+def free_port():
+    """A callable returning a TCP port on 127.0.0.1 that was free a moment ago (for a rendezvous)."""
+
+    def pick() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    return pick
+
+
 @pytest.fixture
 def mbeir_root(tmp_path):
     """A hand-written M-BEIR sample: three datasets, all three query modalities, null fields."""
-    root = tmp_path / "mbeir"
+    return write_mbeir_sample(tmp_path / "mbeir")
+
+
+def write_mbeir_sample(root):
+    """Write the ``mbeir_root`` sample under ``root`` (for fixtures of a wider scope); returns ``root``."""
     (root / "images").mkdir(parents=True)
     for i in range(8):
         make_image(100 + i).save(root / "images" / f"{i}.png")

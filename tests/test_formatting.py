@@ -58,25 +58,53 @@ def test_truncation_cuts_content_and_keeps_prompt(processor):
         assert processor.apply_chat_template(build_messages(item, instruction), tokenize=False) == got
 
 
+class _Spy:
+    """Wraps a processor's apply_chat_template, recording how many conversations each call renders."""
+
+    def __init__(self, processor):
+        self.inner, self.calls = processor.apply_chat_template, []
+
+    def __call__(self, conversations, **kwargs):
+        self.calls.append(len(conversations))
+        return self.inner(conversations, **kwargs)
+
+
 def test_rendering_is_remembered_per_template_and_stays_exact(processor, tiny_model_dir, monkeypatch):
-    from jfe import formatting
-
-    monkeypatch.setattr(formatting, "_RENDERED", {})
-    items = [EmbedInput(text="a red seven", image=make_image(0)), EmbedInput(text="a red seven"), EmbedInput(text="x")]
+    # texts no other test renders, so nothing is remembered from before
+    items = [
+        EmbedInput(text="cache probe seven", image=make_image(0)),
+        EmbedInput(text="cache probe seven"),  # the same text without the image is another prompt
+        EmbedInput(text="cache probe x"),
+    ]
     instructions = ["Find it.", "Find it.", None]
+    pairs = list(zip(items, instructions, strict=True))
+    uncached = [processor.apply_chat_template(build_messages(it, i), tokenize=False) for it, i in pairs]
+    spy = _Spy(processor)
+    monkeypatch.setattr(processor, "apply_chat_template", spy)
     first = render(processor, items, instructions, max_text_tokens=512)
-    assert len(formatting._RENDERED) == 3  # the image row and the text row differ though the text is the same
-    calls = []
-    monkeypatch.setattr(processor, "apply_chat_template", lambda *a, **k: calls.append(a) or [])
-    again = render(processor, [items[1], EmbedInput(text="a red seven", image=make_image(1))], instructions[:2], 512)
-    assert again == first[1::-1] and not calls  # another image with the same text: same prompt, nothing rendered
-    monkeypatch.undo()
+    assert first == uncached and spy.calls == [3]  # one call for the batch, all three new
+    assert len(set(first)) == 3
+    # a repeat, in another order and with another image of the same text: nothing rendered again
+    again = render(
+        processor, [items[1], EmbedInput(text="cache probe seven", image=make_image(1))], instructions[:2], 512
+    )
+    assert again == [first[1], first[0]] and spy.calls == [3]
+    # one new row among remembered ones: only it is rendered
+    mixed = [*items, EmbedInput(text="cache probe new")]
+    assert render(processor, mixed, [*instructions, "Find it."], 512)[:3] == first and spy.calls == [3, 1]
+    # another instruction for the same text is another prompt
+    other_instruction = render(processor, [items[1]], ["Look it up."], 512)
+    assert other_instruction[0] != first[1] and spy.calls == [3, 1, 1]
 
-    monkeypatch.setattr(formatting, "_RENDERED", {})
+    # a processor with another template gets its own prompts, not those remembered for the first
     other = AutoProcessor.from_pretrained(tiny_model_dir)
     other.chat_template = EMBEDDING_CHAT_TEMPLATE.replace("in one word", "in a word")
-    assert render(processor, items, instructions, 512) == first
+    other_spy = _Spy(other)
+    monkeypatch.setattr(other, "apply_chat_template", other_spy)
     swapped = render(other, items, instructions, 512)
-    assert all(s == f.replace("in one word", "in a word") for s, f in zip(swapped, first, strict=True))
+    assert other_spy.calls == [3]
+    assert all(s == f.replace("in one word", "in a word") != f for s, f in zip(swapped, first, strict=True))
     for item, instruction, got in zip(items, instructions, swapped, strict=True):
         assert other.apply_chat_template(build_messages(item, instruction), tokenize=False) == got
+    # and the first template's prompts are still served to the first processor
+    assert render(processor, items, instructions, 512) == first and spy.calls == [3, 1, 1]

@@ -1,14 +1,60 @@
-"""The README's retrieval commands, end to end on the hand-written M-BEIR sample."""
+"""The README's retrieval commands on the hand-written M-BEIR sample, each checked against an
+outside reference: safetensors for the shards, FAISS called directly for the index and the
+search, numpy cosine similarities for the run's scores, ranx for the metrics."""
 
 import json
 
+import faiss
 import numpy as np
 import pytest
+import ranx
+from safetensors.numpy import load_file
 
 from jfe import Embedder
 from jfe.cli import main
 from jfe.retrieval.mine import read_mined
 from jfe.retrieval.trec import read_run
+from tests.conftest import write_mbeir_sample
+
+TASKS = {"toy_t2i": 0, "toy_i2t": 3, "toy_it2i": 7}  # dataset -> task id, as the sample's qrels say
+INSTRUCTION = {"toy_t2i": "Find the image.", "toy_i2t": "Caption this.", "toy_it2i": "Apply the change."}
+
+
+def _trec_lines(path):
+    """(qid, did, rank, score) rows of a TREC run, parsed here rather than by jfe."""
+    rows = []
+    for line in path.read_text().splitlines():
+        qid, q0, did, rank, score, _tag = line.split()
+        assert q0 == "Q0"
+        rows.append((qid, did, int(rank), float(score)))
+    return rows
+
+
+def _ranking(path):
+    """{qid: [(did, score), ...] in rank order}."""
+    out = {}
+    for qid, did, _rank, score in sorted(_trec_lines(path), key=lambda r: (r[0], r[2])):
+        out.setdefault(qid, []).append((did, score))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """The M-BEIR sample, plus one query file holding the queries of all three tasks."""
+    root = write_mbeir_sample(tmp_path_factory.mktemp("cli") / "mbeir")
+    lines = "".join((root / f"query/test/mbeir_{name}_test.jsonl").read_text() for name in TASKS)
+    (root / "all_queries.jsonl").write_text(lines)
+    return root
+
+
+@pytest.fixture(scope="module")
+def paths(sample):
+    return {
+        "pool": sample / "cand_pool/global/mbeir_union_test_cand_pool.jsonl",
+        "queries": sample / "all_queries.jsonl",
+        "tsv": sample / "instructions/query_instructions.tsv",
+        "qrels": [sample / f"qrels/test/mbeir_{name}_test_qrels.txt" for name in TASKS],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -18,40 +64,194 @@ def saved_model(tiny_model_dir, tmp_path_factory):
     return out
 
 
-def test_encode_index_search_eval_mine(saved_model, mbeir_root, tmp_path):
-    pool = mbeir_root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl"
-    queries = mbeir_root / "query/test/mbeir_toy_t2i_test.jsonl"
-    tsv = mbeir_root / "instructions/query_instructions.tsv"
-    qrels = mbeir_root / "qrels/test/mbeir_toy_t2i_test_qrels.txt"
-    emb, idx, run, mined = tmp_path / "emb", tmp_path / "idx", tmp_path / "run.trec", tmp_path / "neg.jsonl"
-    for shard in ("0", "1"):  # two processes splitting the pool
-        assert main(["encode", "--model", str(saved_model), "--data", str(pool), "--out", str(emb),
-                     "--images-root", str(mbeir_root), "--shard", shard, "--num-shards", "2",
-                     "--num-workers", "0"]) == 0  # fmt: skip
-    assert main(["index", "--embeddings", str(emb), "--out", str(idx), "--factory", "Flat"]) == 0
-    assert main(["search", "--model", str(saved_model), "--index", str(idx), "--queries", str(queries),
-                 "--out", str(run), "--k", "10", "--images-root", str(mbeir_root),
-                 "--instruction-file", str(tsv)]) == 0  # fmt: skip
-    ranking = read_run(run)
-    assert set(ranking) == {"1:1", "1:2"} and all(len(r) == 7 for r in ranking.values())  # k above the pool size
-    # reading the index whole instead of mapping it changes nothing in the run
-    read_whole = tmp_path / "read.trec"
-    assert main(["search", "--model", str(saved_model), "--index", str(idx), "--queries", str(queries),
-                 "--out", str(read_whole), "--k", "10", "--images-root", str(mbeir_root),
-                 "--instruction-file", str(tsv), "--no-mmap"]) == 0  # fmt: skip
-    assert read_whole.read_text() == run.read_text()
-    # scores in the run are the model's cosine similarities with the instruction applied
-    model = Embedder.from_pretrained(saved_model, dtype="float32", device="cpu")
-    q = model.encode(["a red seven"], instruction="Find the image.")
-    d = model.encode([{"image": str(mbeir_root / "images/0.png")}])
-    assert abs(ranking["1:1"]["1:10"] - float((q @ d.T)[0, 0])) < 1e-3
+@pytest.fixture(scope="module")
+def model(saved_model):
+    return Embedder.from_pretrained(saved_model, dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pool_rows(sample, paths):
+    """{did: (text, image path)} read straight from the pool file."""
+    rows = [json.loads(line) for line in paths["pool"].read_text().splitlines()]
+    return {r["did"]: (r["txt"], str(sample / r["img_path"]) if r["img_path"] else None) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def query_rows(sample, paths):
+    """{qid: (text, image path, dataset name)} read straight from the query files."""
+    out = {}
+    for name in TASKS:
+        for line in (sample / f"query/test/mbeir_{name}_test.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            out[r["qid"]] = (r["query_txt"], str(sample / r["query_img_path"]) if r["query_img_path"] else None, name)
+    return out
+
+
+def _inputs(text, image):
+    return {k: v for k, v in (("text", text), ("image", image)) if v}
+
+
+@pytest.fixture(scope="module")
+def doc_vectors(model, pool_rows):
+    """{did: Embedder.encode of that candidate}."""
+    vecs = model.encode([_inputs(*pool_rows[d]) for d in pool_rows])
+    return dict(zip(pool_rows, vecs, strict=True))
+
+
+@pytest.fixture(scope="module")
+def query_vectors(model, query_rows):
+    """{qid: Embedder.encode of that query with its task's first instruction}."""
+    return {
+        qid: model.encode([_inputs(text, image)], instruction=INSTRUCTION[name])[0]
+        for qid, (text, image, name) in query_rows.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def shards(saved_model, sample, paths, tmp_path_factory):
+    """`jfe encode` run as two processes would, one shard each."""
+    emb = tmp_path_factory.mktemp("emb") / "emb"
+    for shard in ("0", "1"):
+        assert main(["encode", "--model", str(saved_model), "--data", str(paths["pool"]), "--out", str(emb),
+                     "--images-root", str(sample), "--shard", shard, "--num-shards", "2",
+                     "--num-workers", "0", "--dtype", "float32"]) == 0  # fmt: skip
+    return emb
+
+
+@pytest.fixture(scope="module")
+def index_dir(shards, tmp_path_factory):
+    idx = tmp_path_factory.mktemp("idx") / "idx"
+    assert main(["index", "--embeddings", str(shards), "--out", str(idx), "--factory", "Flat"]) == 0
+    return idx
+
+
+def _search(saved_model, index_dir, sample, paths, out, *extra):
+    assert main(["search", "--model", str(saved_model), "--index", str(index_dir), "--queries", str(paths["queries"]),
+                 "--out", str(out), "--k", "10", "--images-root", str(sample),
+                 "--instruction-file", str(paths["tsv"]), *extra]) == 0  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_file(saved_model, index_dir, sample, paths, tmp_path_factory):
+    return _search(saved_model, index_dir, sample, paths, tmp_path_factory.mktemp("run") / "run.trec")
+
+
+def test_two_shards_hold_every_pool_item_once_with_the_embedders_vectors(shards, pool_rows, doc_vectors):
+    folders = sorted(shards.iterdir())
+    assert [f.name for f in folders] == ["shard-00000-of-00002", "shard-00001-of-00002"]
+    seen = []
+    for folder in folders:
+        ids = (folder / "ids.txt").read_text().splitlines()
+        vecs = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
+        assert vecs.dtype == np.float32 and vecs.shape == (len(ids), len(doc_vectors["1:10"]))
+        for did, vec in zip(ids, vecs, strict=True):
+            assert np.abs(vec - doc_vectors[did]).max() <= 1e-5, did
+        seen += ids
+    assert sorted(seen) == sorted(pool_rows) and len(seen) == len(set(seen))
+    # contiguous halves of the pool: the first shard takes the odd item
+    first = (folders[0] / "ids.txt").read_text().splitlines()
+    assert first == list(pool_rows)[:4]
+
+
+def test_index_holds_the_shard_vectors_for_inner_product(index_dir, doc_vectors):
+    index = faiss.read_index(str(index_dir / "index.faiss"))
+    ids = (index_dir / "ids.txt").read_text().splitlines()
+    assert index.metric_type == faiss.METRIC_INNER_PRODUCT and index.ntotal == len(ids) == len(doc_vectors)
+    stored = index.reconstruct_n(0, index.ntotal)
+    for did, vec in zip(ids, stored, strict=True):
+        assert np.abs(vec - doc_vectors[did]).max() <= 1e-5, did
+
+
+def test_search_equals_faiss_flat_inner_product_on_the_vectors(run_file, doc_vectors, query_vectors):
+    dids = list(doc_vectors)
+    flat = faiss.IndexFlatIP(len(doc_vectors[dids[0]]))
+    flat.add(np.stack([doc_vectors[d] for d in dids]))
+    qids = list(query_vectors)
+    scores, positions = flat.search(np.stack([query_vectors[q] for q in qids]), len(dids))
+    ranking = _ranking(run_file)
+    assert sorted(ranking) == sorted(qids)
+    for qid, row_scores, row_pos in zip(qids, scores, positions, strict=True):
+        # --k 10 is above the pool size: every candidate comes back, once
+        assert [d for d, _ in ranking[qid]] == [dids[p] for p in row_pos], qid
+        np.testing.assert_allclose([s for _, s in ranking[qid]], row_scores, atol=2e-6)
+
+
+def test_reading_the_index_whole_gives_the_same_run(run_file, saved_model, index_dir, sample, paths, tmp_path):
+    whole = _search(saved_model, index_dir, sample, paths, tmp_path / "whole.trec", "--no-mmap")
+    assert whole.read_text() == run_file.read_text()
+
+
+def test_run_scores_are_cosine_similarities_with_the_instruction(run_file, model, pool_rows, query_rows, doc_vectors):
+    def unit(x):
+        return x / np.linalg.norm(x)
+
+    for qid, row in _ranking(run_file).items():
+        text, image, name = query_rows[qid]
+        with_instruction = unit(model.encode([_inputs(text, image)], instruction=INSTRUCTION[name])[0])
+        without = unit(model.encode([_inputs(text, image)])[0])
+        cosines = {d: float(with_instruction @ unit(doc_vectors[d])) for d in pool_rows}
+        for did, score in row:
+            assert abs(score - cosines[did]) < 2e-6, (qid, did)
+        # the instruction matters: without it the scores are others
+        assert max(abs(score - float(without @ unit(doc_vectors[did]))) for did, score in row) > 1e-3
+
+
+def test_eval_of_a_run_equals_ranx_per_task(run_file, paths, tmp_path, capsys):
     out_json = tmp_path / "eval.json"
-    assert main(["eval", "--run", str(run), "--qrels", str(qrels), "--out", str(out_json)]) == 0
+    assert main(["eval", "--run", str(run_file), "--qrels", *map(str, paths["qrels"]), "--out", str(out_json)]) == 0
     table = json.loads(out_json.read_text())
-    assert set(table) == {"0", "average"} and 0.0 <= table["average"]["recall@5"] <= 1.0
-    assert main(["mine", "--run", str(run), "--qrels", str(qrels), "--out", str(mined), "--k", "2"]) == 0
-    negatives = read_mined(mined)
-    assert "1:10" not in negatives["1:1"] and len(negatives["1:1"]) <= 2
+    run = {}
+    for qid, did, _rank, score in _trec_lines(run_file):
+        run.setdefault(qid, {})[did] = score
+    ks = (1, 5, 10)
+    expected = {}
+    for name, qrels_file in zip(TASKS, paths["qrels"], strict=True):
+        qrels = {}
+        for line in qrels_file.read_text().splitlines():
+            qid, _, did, rel, _task = line.split()
+            qrels.setdefault(qid, {})[did] = int(rel)
+        theirs = ranx.evaluate(
+            ranx.Qrels(qrels),
+            ranx.Run({q: run[q] for q in qrels}),
+            [f"hit_rate@{k}" for k in ks] + ["mrr@10", "ndcg@10"],
+            make_comparable=True,
+        )
+        expected[str(TASKS[name])] = {f"recall@{k}": theirs[f"hit_rate@{k}"] for k in ks} | {
+            m: theirs[m] for m in ("mrr@10", "ndcg@10")
+        }
+    assert list(table) == ["0", "3", "7", "average"]
+    for task, metrics in expected.items():
+        assert table[task] == pytest.approx(metrics, abs=1e-6), task
+    # the average is over tasks, not over queries (toy_t2i has two queries, the others one)
+    average = {m: np.mean([expected[t][m] for t in expected]) for m in expected["0"]}
+    assert table["average"] == pytest.approx(average, abs=1e-6)
+    # the case is not degenerate: the positives sit at different ranks, some within 5, some below
+    assert 0 < table["average"]["recall@5"] < table["average"]["recall@10"]
+    printed = capsys.readouterr().out
+    assert f"| average | {table['average']['recall@1']:.4f} |" in printed
+
+
+@pytest.mark.parametrize(("k", "skip_top"), [(2, 0), (2, 1), (3, 2), (30, 0)])
+def test_mine_skips_the_top_non_positives_and_keeps_k(run_file, paths, tmp_path, k, skip_top):
+    mined_file = tmp_path / "neg.jsonl"
+    args = ["mine", "--run", str(run_file), "--qrels", *map(str, paths["qrels"]), "--out", str(mined_file)]
+    assert main([*args, "--k", str(k), "--skip-top", str(skip_top)]) == 0
+    mined = read_mined(mined_file)
+    positives = {}
+    for qrels_file in paths["qrels"]:
+        for line in qrels_file.read_text().splitlines():
+            qid, _, did, rel, _task = line.split()
+            if int(rel) > 0:
+                positives.setdefault(qid, set()).add(did)
+    ranking = _ranking(run_file)
+    assert sorted(mined) == sorted(ranking)
+    for qid, row in ranking.items():
+        non_positives = [d for d, _ in row if d not in positives[qid]]
+        assert len(non_positives) == len(row) - len(positives[qid])  # the positives are in the run
+        # the skipped ones are exactly the top non-positives; then the next k, in rank order
+        assert mined[qid] == non_positives[skip_top : skip_top + k], qid
+        assert not set(mined[qid]) & positives[qid]
 
 
 def test_end_to_end_eval_with_modality_probe(saved_model, mbeir_root, tmp_path):

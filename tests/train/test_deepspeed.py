@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +16,6 @@ from jfe.data.sampler import TaskBatchSampler
 
 STEPS = 24
 BATCH = 4
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _steps_where_one_rank_has_no_image(mixed_pairs):
@@ -41,11 +34,11 @@ def _steps_where_one_rank_has_no_image(mixed_pairs):
     return [s for s in found if s <= STEPS]
 
 
-def _launch(zero, tiny_model_dir, mixed_pairs, out, *extra):
+def _launch(zero, port, tiny_model_dir, mixed_pairs, out, *extra):
     repo = Path(__file__).resolve().parents[2]
     launcher = Path(sys.executable).parent / "deepspeed"
     command = [
-        str(launcher), "--num_gpus", "2", "--master_port", str(_free_port()),
+        str(launcher), "--num_gpus", "2", "--master_port", str(port),
         "--module", "jfe.train", "--config", str(repo / "recipes" / "tiny-stage1.yaml"),
         "--deepspeed", str(repo / "deepspeed_configs" / f"{zero}.json"),
         f"model={tiny_model_dir}", f"output_dir={out}", "data_format=pairs", f"pairs_files=[{mixed_pairs}]",
@@ -62,16 +55,17 @@ def _launch(zero, tiny_model_dir, mixed_pairs, out, *extra):
 
 
 @pytest.fixture(scope="module")
-def zero2_losses(tiny_model_dir, mixed_pairs, tmp_path_factory):
-    return _launch("zero2", tiny_model_dir, mixed_pairs, tmp_path_factory.mktemp("ds") / "zero2")
+def zero2_losses(free_port, tiny_model_dir, mixed_pairs, tmp_path_factory):
+    return _launch("zero2", free_port(), tiny_model_dir, mixed_pairs, tmp_path_factory.mktemp("ds") / "zero2")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
-def test_two_rank_deepspeed_run(zero, zero2_losses, tiny_model_dir, mixed_pairs, tmp_path):
+def test_two_rank_deepspeed_run(zero, zero2_losses, free_port, tiny_model_dir, mixed_pairs, tmp_path):
     # the data really exercises the hang case: on some steps one rank has an image, the other none
     assert _steps_where_one_rank_has_no_image(mixed_pairs)
     out = tmp_path / zero
-    losses = zero2_losses if zero == "zero2" else _launch(zero, tiny_model_dir, mixed_pairs, out)
+    losses = zero2_losses if zero == "zero2" else _launch(zero, free_port(), tiny_model_dir, mixed_pairs, out)
     first, last = np.mean(losses[:8]), np.mean(losses[-8:])
     print(f"{zero}: mean loss of the first 8 steps {first:.3f}, of the last 8 steps {last:.3f}")
     assert last < 0.7 * first
@@ -82,8 +76,11 @@ def test_two_rank_deepspeed_run(zero, zero2_losses, tiny_model_dir, mixed_pairs,
         assert np.isfinite(vecs).all()
 
 
-def test_gradcache_under_zero2_follows_the_plain_loss_curve(zero2_losses, tiny_model_dir, mixed_pairs, tmp_path):
-    cached = _launch("zero2", tiny_model_dir, mixed_pairs, tmp_path / "gc", "gradcache_chunk_size=2")
+@pytest.mark.slow
+def test_gradcache_under_zero2_follows_the_plain_loss_curve(
+    zero2_losses, free_port, tiny_model_dir, mixed_pairs, tmp_path
+):
+    cached = _launch("zero2", free_port(), tiny_model_dir, mixed_pairs, tmp_path / "gc", "gradcache_chunk_size=2")
     worst = float(np.max(np.abs(np.array(cached) - np.array(zero2_losses))))
     print(f"GradCache vs plain, ZeRO-2, 2 ranks: max loss difference over {STEPS} steps {worst:.2e}")
     assert worst <= 1e-4

@@ -1,5 +1,4 @@
 import os
-import socket
 
 import pytest
 import torch
@@ -50,12 +49,6 @@ def test_temperature_bounds():
         Temperature(0.001)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ids(sizes, n_negatives):
     """Candidate ids (each candidate's row in c_all) and padded positive ids per rank; query 0 also
     counts rank 1's first positive as relevant, so both directions have a false negative to mask,
@@ -91,10 +84,10 @@ def _rank_worker(rank, world, port, q_all, c_all, sizes, symmetric, out):
     dist.destroy_process_group()
 
 
-def _two_ranks(q_all, c_all, sizes, symmetric):
+def _two_ranks(q_all, c_all, sizes, symmetric, port):
     with mp.Manager() as manager:
         out = manager.dict()
-        args = (2, _free_port(), q_all, c_all, sizes, symmetric, out)
+        args = (2, port, q_all, c_all, sizes, symmetric, out)
         mp.spawn(_rank_worker, args=args, nprocs=2, join=True)
         return dict(out)
 
@@ -129,11 +122,11 @@ def _one_rank(q_all, c_all, sizes, symmetric):
 
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("sizes", [[3, 3], [3, 2]])
-def test_gather_across_two_ranks_equals_one_rank_holding_the_batch(sizes, symmetric):
+def test_gather_across_two_ranks_equals_one_rank_holding_the_batch(sizes, symmetric, free_port):
     torch.manual_seed(0)
     q_all = F.normalize(torch.randn(sum(sizes), 8), dim=-1)
     c_all = F.normalize(torch.randn(sum(sizes) + 4, 8), dim=-1)
-    ranks = _two_ranks(q_all, c_all, sizes, symmetric)
+    ranks = _two_ranks(q_all, c_all, sizes, symmetric, free_port())
     full_loss, q_grad, c_grad = _one_rank(q_all, c_all, sizes, symmetric)
     # the global mean loss is the query-weighted mean of the rank losses
     weighted = sum(ranks[r][0] * sizes[r] for r in range(2)) / sum(sizes)
@@ -174,10 +167,10 @@ def _gather_ids_worker(rank, world, port, out):
     dist.destroy_process_group()
 
 
-def test_gather_ids_pads_widths_and_keeps_an_empty_rank():
+def test_gather_ids_pads_widths_and_keeps_an_empty_rank(free_port):
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_gather_ids_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+        mp.spawn(_gather_ids_worker, args=(2, free_port(), out), nprocs=2, join=True)
         results = dict(out)
     for rank in range(2):
         assert results[rank] == ([5, 6, 7], [[1, 2], [3, -1], [4, 9]])

@@ -1,0 +1,170 @@
+"""jfe.retrieval.evaluate: UniIR's cutoffs, the modality probe's pieces, and evaluate_mbeir scored by ranx."""
+
+import shutil
+
+import numpy as np
+import pytest
+import ranx
+
+from jfe import Embedder
+from jfe.retrieval.encode import EncodeItem
+from jfe.retrieval.evaluate import ablate, evaluate_mbeir, probe_table, recall_ks
+
+TOY = ["toy_i2t", "toy_it2i", "toy_t2i"]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "ks"),
+    [
+        ("fashion200k", (10, 20, 50)),
+        ("FashionIQ", (10, 20, 50)),
+        ("mbeir_fashion200k_task0", (10, 20, 50)),
+        ("mscoco_t2i", (1, 5, 10)),
+        ("webqa", (1, 5, 10)),
+        ("digits_it2i", (1, 5, 10)),
+    ],
+)
+def test_recall_ks_fashion_at_10_20_50_others_at_1_5_10(dataset, ks):
+    assert recall_ks(dataset) == ks
+
+
+ITEMS = [
+    EncodeItem("1:1", "a red seven", "/img/7.png", "Find it."),
+    EncodeItem("1:2", "text only", None, "Find it."),
+    EncodeItem("1:3", None, "/img/3.png", None),
+]
+
+
+def test_ablate_removes_the_modality_from_image_and_text_items_only():
+    no_image = ablate(ITEMS, "image")
+    assert no_image[0] == EncodeItem("1:1", "a red seven", None, "Find it.")  # id and instruction kept
+    assert no_image[1:] == ITEMS[1:]  # a text-only or image-only item keeps what it has
+    no_text = ablate(ITEMS, "text")
+    assert no_text[0] == EncodeItem("1:1", None, "/img/7.png", "Find it.")
+    assert no_text[1:] == ITEMS[1:]
+    assert ablate(ITEMS, None) == ITEMS
+    assert ITEMS[0].image == "/img/7.png"  # the input list is not changed
+
+
+@pytest.mark.parametrize("modality", ["audio", "Image", "", "instruction"])
+def test_ablate_refuses_other_modality_names(modality):
+    with pytest.raises(ValueError, match=r"^ablate must be 'image' or 'text', got " + repr(modality)):
+        ablate(ITEMS, modality)
+
+
+def test_probe_table_is_the_change_per_task_and_leaves_out_tasks_not_ablated():
+    full = {
+        "webqa": {"recall@1": 0.6, "recall@5": 0.9},
+        "oven": {"recall@1": 0.4, "recall@5": 0.7},
+        "fashioniq": {"recall@10": 0.3},
+        "average": {"recall@1": 0.5, "recall@5": 0.8},
+    }
+    ablated = {
+        "webqa": {"recall@1": 0.25, "recall@5": 0.5},
+        "fashioniq": {"recall@10": 0.1},
+        "average": {"recall@1": 0.25},
+    }
+    table = probe_table(full, ablated)
+    assert list(table) == ["webqa", "average"]  # oven was not ablated; fashioniq has no recall@1
+    assert table["webqa"] == pytest.approx({"recall@1": 0.6, "recall@1 ablated": 0.25, "change": 0.25 - 0.6})
+    assert table["average"]["change"] == pytest.approx(-0.25)
+    by_10 = probe_table(full, ablated, metric="recall@10")
+    assert by_10 == {"fashioniq": pytest.approx({"recall@10": 0.3, "recall@10 ablated": 0.1, "change": -0.2})}
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_model_dir, tmp_path_factory):
+    saved = Embedder.from_pretrained(tiny_model_dir, dtype="float32", device="cpu").save(
+        tmp_path_factory.mktemp("model") / "m"
+    )
+    return Embedder.from_pretrained(saved, dtype="float32", device="cpu")
+
+
+def _read_trec(path):
+    run = {}
+    for line in path.read_text().splitlines():
+        qid, _, did, _rank, score, _ = line.split()
+        run.setdefault(qid, {})[did] = float(score)
+    return run
+
+
+def _read_qrels(path):
+    qrels = {}
+    for line in path.read_text().splitlines():
+        qid, _, did, rel, _task = line.split()
+        qrels.setdefault(qid, {})[did] = int(rel)
+    return qrels
+
+
+def _ranx(run, qrels, ks):
+    metrics = [f"hit_rate@{k}" for k in ks] + ["mrr@10", "ndcg@10"]
+    got = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), metrics, make_comparable=True)
+    return {m.replace("hit_rate", "recall"): float(v) for m, v in got.items()}
+
+
+def _add_fashion_copy(root):
+    """A copy of toy_t2i under a fashion name: UniIR scores it at @10/@20/@50."""
+    for kind, pattern in [
+        ("query/test", "mbeir_{}_test.jsonl"),
+        ("cand_pool/local", "mbeir_{}_test_cand_pool.jsonl"),
+        ("qrels/test", "mbeir_{}_test_qrels.txt"),
+    ]:
+        shutil.copy(root / kind / pattern.format("toy_t2i"), root / kind / pattern.format("toy_fashion_t2i"))
+
+
+@pytest.mark.parametrize("pool", ["local", "global"])
+def test_evaluate_mbeir_equals_ranx_on_the_runs_it_writes(embedder, mbeir_root, tmp_path, pool):
+    _add_fashion_copy(mbeir_root)
+    runs = tmp_path / "runs"
+    table = evaluate_mbeir(embedder, mbeir_root, split="test", pool=pool, runs_dir=runs)
+    names = ["toy_fashion_t2i", *TOY]
+    assert list(table) == [*names, "average"]
+    for name in names:
+        run = _read_trec(runs / f"{name}.trec")
+        qrels = _read_qrels(mbeir_root / f"qrels/test/mbeir_{name}_test_qrels.txt")
+        assert set(run) == set(qrels)
+        # every candidate of the pool searched comes back (k=50 is above the pool sizes)
+        pool_size = 7 if pool == "global" else {"toy_i2t": 3}.get(name, 2)
+        assert all(len(docs) == pool_size for docs in run.values())
+        assert table[name] == pytest.approx(_ranx(run, qrels, recall_ks(name)), abs=1e-6), name
+    # the macro average over tasks, of the metrics every task has (the fashion copy has no @1 or @5)
+    assert set(table["average"]) == {"recall@10", "mrr@10", "ndcg@10"}
+    for metric, value in table["average"].items():
+        assert value == pytest.approx(np.mean([table[n][metric] for n in names]), abs=1e-9), metric
+
+
+def test_evaluate_mbeir_scores_are_cosines_with_the_first_instruction(embedder, mbeir_root, tmp_path):
+    evaluate_mbeir(embedder, mbeir_root, datasets=["toy_it2i"], runs_dir=tmp_path / "full")
+    evaluate_mbeir(embedder, mbeir_root, datasets=["toy_it2i"], runs_dir=tmp_path / "ablated", ablate_modality="image")
+    docs = embedder.encode([{"image": str(mbeir_root / f"images/{i}.png")} for i in (4, 5)])
+    docs = dict(zip(["3:10", "3:11"], docs, strict=True))
+    query = {"text": "rotated", "image": str(mbeir_root / "images/3.png")}
+    expected = {
+        "full": embedder.encode([query], instruction="Apply the change.")[0],
+        # the probe embeds the composed query without its image, instruction kept
+        "ablated": embedder.encode([{"text": "rotated"}], instruction="Apply the change.")[0],
+    }
+    for kind, q in expected.items():
+        run = _read_trec(tmp_path / kind / "toy_it2i.trec")["3:1"]
+        assert run == pytest.approx({d: float(q @ v) for d, v in docs.items()}, abs=2e-6), kind
+        assert list(run) == sorted(docs, key=lambda d: -float(q @ docs[d]))
+
+
+def test_multimodal_only_scores_only_image_and_text_queries(embedder, mbeir_root):
+    full = evaluate_mbeir(embedder, mbeir_root)
+    probed = evaluate_mbeir(embedder, mbeir_root, multimodal_only=True)
+    assert list(probed) == ["toy_it2i", "average"]
+    assert probed["toy_it2i"] == full["toy_it2i"] == probed["average"]
+
+
+def test_cached_pool_shards_give_the_same_table(embedder, mbeir_root, tmp_path):
+    direct = evaluate_mbeir(embedder, mbeir_root)
+    work = tmp_path / "work"
+    first = evaluate_mbeir(embedder, mbeir_root, work_dir=work)
+    assert sorted(p.name for p in work.iterdir()) == TOY
+    stamps = {p: p.stat().st_mtime_ns for p in work.rglob("meta.json")}
+    again = evaluate_mbeir(embedder, mbeir_root, work_dir=work)
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("meta.json")} == stamps  # reused, not re-encoded
+    assert first == again and list(direct) == list(first)
+    for task, row in direct.items():
+        assert first[task] == pytest.approx(row, abs=1e-6), task
