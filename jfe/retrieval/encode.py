@@ -14,56 +14,18 @@ import argparse
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from jfe.data.instructions import Instructions
-from jfe.data.jsonl import DataFormatError, json_lines
-from jfe.data.mbeir import CandidatePool, load_queries
-from jfe.data.pairs import load_pairs
 from jfe.formatting import EmbedInput
 from jfe.inference import embed_windows
 from jfe.inputs import BadInputError, load_image
+from jfe.retrieval.items import EncodeItem, add_text_style_arguments, read_items, text_style
 from jfe.retrieval.shards import default_num_shards, is_complete, shard_dir, shard_slice, write_shard
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EncodeItem:
-    id: str
-    text: str | None
-    image: str | None  # a path; opened in DataLoader workers
-    instruction: str | None = None
-
-
-def _first_record(path: Path) -> dict:
-    for _, record in json_lines(path):
-        return record if isinstance(record, dict) else {}
-    raise DataFormatError(f"{path}: no records")
-
-
-def read_items(
-    path: str | os.PathLike, images_root: str | os.PathLike | None = None, instruction_file: str | None = None
-) -> list[EncodeItem]:
-    """Items of an M-BEIR candidate pool (``did``), M-BEIR query file (``qid``, with the first
-    instruction of the TSV) or pair-format file (the queries, with their own instructions)."""
-    path = Path(path)
-    first = _first_record(path)
-    if "did" in first:
-        pool = CandidatePool.load(path, images_root)
-        return [EncodeItem(r.id, r.text, r.image) for r in pool.records()]
-    if "qid" in first:
-        queries = load_queries(path, images_root)
-        table = Instructions.load(instruction_file) if instruction_file else None
-        return [EncodeItem(q.id, q.text, q.image, table.for_eval(q) if table else None) for q in queries]
-    if "query" in first:
-        queries, _ = load_pairs(path, images_root)
-        return [EncodeItem(q.id, q.text, q.image, q.instruction) for q in queries]
-    raise DataFormatError(f"{path}:1: not an M-BEIR pool (did), M-BEIR query file (qid) or pair file (query)")
 
 
 def length_order(items: list[EncodeItem]) -> list[int]:
@@ -184,12 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored embedding dtype")
     parser.add_argument("--model-dtype", default=None, help="weights dtype (default: bfloat16 on CUDA, else float32)")
     parser.add_argument("--skip-bad-inputs", action="store_true", help="skip and count unreadable images")
+    add_text_style_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from jfe.embedder import Embedder
 
-    items = read_items(args.data, args.images_root, args.instruction_file)
+    items = read_items(args.data, args.images_root, args.instruction_file, text_style(args))
     num_shards = args.num_shards or default_num_shards(len(items))
     if args.shard is not None and not 0 <= args.shard < num_shards:
         parser.error(f"--shard {args.shard} is outside 0..{num_shards - 1}")

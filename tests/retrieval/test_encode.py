@@ -5,6 +5,7 @@ from jfe import Embedder
 from jfe.data.jsonl import DataFormatError
 from jfe.inputs import BadInputError
 from jfe.retrieval.encode import EncodeItem, encode_items, encode_to_shards, length_order, read_items
+from jfe.retrieval.items import TextStyle
 from jfe.retrieval.shards import read_embeddings
 from tests.conftest import make_image
 
@@ -21,6 +22,7 @@ def test_reads_pools_queries_with_instructions_and_pairs(mbeir_root, tmp_path):
         mbeir_root / "query/test/mbeir_toy_it2i_test.jsonl",
         mbeir_root,
         mbeir_root / "instructions/query_instructions.tsv",
+        TextStyle("first", uniir_format=False),
     )
     assert queries[0].instruction == "Apply the change." and queries[0].text == "rotated"
     pairs = tmp_path / "p.jsonl"
