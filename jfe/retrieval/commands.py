@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
+from jfe.data.jsonl import json_lines
 from jfe.retrieval.index import build_index, load_index, save_index, set_search_params
+from jfe.retrieval.items import add_text_style_arguments, read_items, text_style
 from jfe.retrieval.mine import mine_negatives, write_mined
 from jfe.retrieval.search import merge_topk, search, write_trec_run
 from jfe.retrieval.shards import read_embeddings
@@ -48,15 +51,32 @@ def search_indexes(
     return results[0] if len(results) == 1 else merge_topk(results, k)
 
 
+def query_task_ids(path: str | os.PathLike) -> dict[str, int]:
+    """``{qid: task_id}`` of an M-BEIR query file: the 7th column of a UniIR run."""
+    tasks: dict[str, int] = {}
+    for lineno, record in json_lines(path):
+        task = record.get("task_id") if isinstance(record, dict) else None
+        if not isinstance(task, int) or isinstance(task, bool) or "qid" not in record:
+            raise ValueError(f"{path}:{lineno}: the uniir run format needs M-BEIR queries (qid, integer task_id)")
+        tasks[record["qid"]] = task
+    return tasks
+
+
 def search_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jfe search", description="embed queries and write a TREC run file")
+    parser = argparse.ArgumentParser(prog="jfe search", description="embed queries and write a TREC or UniIR run file")
     parser.add_argument("--model", required=True)
     parser.add_argument("--index", nargs="+", required=True, help="index folder(s); several are merged per query")
     parser.add_argument("--queries", required=True, help="M-BEIR query file or pair-format JSONL")
-    parser.add_argument("--out", required=True, help="TREC run file (qid Q0 did rank score tag)")
+    parser.add_argument("--out", required=True, help="run file")
+    parser.add_argument(
+        "--run-format",
+        choices=["trec", "uniir"],
+        default="trec",
+        help="trec: qid Q0 did rank score tag; uniir: UniIR's 7 columns, + task_id (needs an M-BEIR query file)",
+    )
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--images-root")
-    parser.add_argument("--instruction-file", help="M-BEIR query_instructions.tsv (first prompt per task)")
+    parser.add_argument("--instruction-file", help="M-BEIR query_instructions.tsv (prompts per --instruction-policy)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--nprobe", type=int, help="IVF cells visited per query")
     parser.add_argument("--ef-search", type=int, help="HNSW search breadth")
@@ -67,17 +87,23 @@ def search_main(argv: list[str] | None = None) -> int:
         default=True,
         help="map IVF lists from disk (instant load); --no-mmap reads the index, faster for very many queries",
     )
+    add_text_style_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from jfe.embedder import Embedder
-    from jfe.retrieval.encode import encode_items, read_items
+    from jfe.retrieval.encode import encode_items
 
-    items = read_items(args.queries, args.images_root, args.instruction_file)
+    items = read_items(args.queries, args.images_root, args.instruction_file, text_style(args))
+    # read before the model loads, so a query file without task ids fails at once
+    task_ids = None
+    if args.run_format == "uniir":
+        tasks = query_task_ids(args.queries)
+        task_ids = [tasks[item.id] for item in items]
     embedder = Embedder.from_pretrained(args.model)
     vectors, _ = encode_items(embedder, items, args.batch_size, progress="queries")
     scores, dids = search_indexes(args.index, vectors, args.k, args.nprobe, args.ef_search, args.mmap)
-    write_trec_run(args.out, [item.id for item in items], scores, dids, tag=args.tag)
+    write_trec_run(args.out, [item.id for item in items], scores, dids, args.tag, task_ids, args.run_format)
     print(f"wrote top-{args.k} for {len(items)} queries to {args.out}")
     return 0
 

@@ -1,10 +1,14 @@
 """``jfe eval``: M-BEIR metrics from a run file, or end to end from a model, plus the modality probe.
 
-    jfe eval --run RUN --qrels QRELS [...]                       metrics of an existing run
+    jfe eval --run RUN [...] --qrels QRELS [...] [--instruction-file TSV]   metrics of existing runs
     jfe eval --model M --mbeir-root DIR --split test --pool local [--ablate image|text] [--out DIR]
 
-Recall@k is UniIR's hit rate (1 if any relevant candidate is in the top k): @1/@5/@10, and
-@10/@20/@50 for the fashion datasets; plus MRR@10 and nDCG@10, per task and averaged over tasks.
+Both build one table the way UniIR does (:mod:`jfe.retrieval.scoring`): a row per (dataset, task),
+Recall@k as UniIR's hit rate (1 if any relevant candidate is in the top k) at @1/@5/@10, and
+@10/@20/@50 for Fashion200K and FashionIQ; MRR@10 and nDCG@10; the macro average over pairs; and the
+papers' headline (mean of R@5, R@10 for the fashion pairs). End to end writes its runs in UniIR's
+7 columns under ``OUT/runs``; ``jfe eval --run`` on them, with the root's qrels and instruction file,
+prints the same table.
 
 ``--ablate image`` (or ``text``) reruns every image+text query with that modality removed and
 reports the change per task: a model that barely moves without the image ignores it (MiMIC's
@@ -21,14 +25,13 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from jfe.artifacts import EvalReport
 from jfe.data.instructions import Instructions
 from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
 from jfe.retrieval.encode import EncodeItem, encode_items, encode_to_shards
 from jfe.retrieval.index import build_index
-from jfe.retrieval.metrics import evaluate, evaluate_by_task, to_markdown
+from jfe.retrieval.metrics import to_markdown
+from jfe.retrieval.scoring import read_dataset_names, score_mbeir, with_headline
 from jfe.retrieval.search import search, write_trec_run
 from jfe.retrieval.shards import default_num_shards, read_embeddings
 from jfe.retrieval.trec import read_qrels, read_qrels_tasks, read_run
@@ -44,11 +47,6 @@ def model_fingerprint(model_dir: str | os.PathLike) -> str:
     folder = Path(model_dir)
     parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.glob("*.safetensors"))]
     return hashlib.sha1("|".join(parts or [str(folder.resolve())]).encode()).hexdigest()[:12]
-
-
-def recall_ks(dataset: str) -> tuple[int, ...]:
-    """UniIR reports the fashion datasets at @10/@20/@50, the others at @1/@5/@10."""
-    return (10, 20, 50) if "fashion" in dataset.lower() else (1, 5, 10)
 
 
 def ablate(items: list[EncodeItem], modality: str | None) -> list[EncodeItem]:
@@ -75,6 +73,11 @@ def _pool_index(embedder, pool: CandidatePool, work: Path | None, batch_size: in
     return build_index(vectors, ids, "Flat"), ids
 
 
+def run_id(name: str, pool: str, split: str, k: int) -> str:
+    """UniIR's run id: ``mbeir_{dataset}_{union|single}_pool_{split}_k{k}``."""
+    return f"mbeir_{name}_{'union' if pool == 'global' else 'single'}_pool_{split}_k{k}"
+
+
 def evaluate_mbeir(
     embedder,
     root: str | os.PathLike,
@@ -88,10 +91,14 @@ def evaluate_mbeir(
     batch_size: int = 64,
     num_workers: int = 0,
     multimodal_only: bool = False,
+    run_format: str = "trec",
 ) -> dict[str, dict[str, float]]:
-    """Per-dataset metrics (plus ``"average"``) of ``embedder`` on one split of an M-BEIR root.
+    """:func:`jfe.retrieval.scoring.score_mbeir`'s table (per (dataset, task) pair, plus ``"average"``) of
+    ``embedder`` on one split of an M-BEIR root: what ``jfe eval --run`` prints for the runs it writes
+    (``runs_dir/{name}.trec``, in ``run_format`` columns) with the root's qrels and instruction file.
 
-    ``multimodal_only`` scores only the image+text queries (what the modality probe compares)."""
+    Datasets are named by the root's instruction TSV, else by their query file when one file holds the
+    dataset id. ``multimodal_only`` scores only the image+text queries (what the modality probe compares)."""
     layout = MBeirLayout(Path(root))
     instructions = Instructions.load(layout.instructions_file)
     names = datasets or layout.datasets(split)
@@ -100,9 +107,14 @@ def evaluate_mbeir(
     if pool == "global":
         union = CandidatePool.load(layout.global_pool_file(split), layout.root)
         shared_index = _pool_index(embedder, union, work / "global" if work else None, batch_size, num_workers)
-    table: dict[str, dict[str, float]] = {}
+    run: dict[str, dict[str, float]] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    tasks: dict[str, int] = {}
+    files_of: dict[str, set[str]] = {}  # dataset id -> query files holding it
+    source: dict[str, str] = {}  # qid -> its query file
     for name in names:
-        queries = load_queries(layout.query_file(name, split), layout.root)
+        query_file = layout.query_file(name, split)
+        queries = load_queries(query_file, layout.root)
         if multimodal_only:
             queries = [q for q in queries if q.text and q.image]
             if not queries:
@@ -117,19 +129,40 @@ def evaluate_mbeir(
         scores, dids = search(index, ids, vectors, k)
         qids = [q.id for q in queries]
         if runs_dir is not None:
-            write_trec_run(Path(runs_dir) / f"{name}.trec", qids, scores, dids)
-        run = {qid: dict(zip(row, map(float, s), strict=False)) for qid, row, s in zip(qids, dids, scores, strict=True)}
-        qrels = {qid: rels for qid, rels in read_qrels(layout.qrels_file(name, split)).items() if qid in run}
-        table[name] = evaluate(run, qrels, ks=recall_ks(name))
-    if table:
-        table["average"] = _average(list(table.values()))
-    return table
+            task_ids = [q.task_id for q in queries] if run_format == "uniir" else None
+            write_trec_run(
+                Path(runs_dir) / f"{name}.trec", qids, scores, dids, run_id(name, pool, split, k), task_ids, run_format
+            )
+        for q, row, s in zip(queries, dids, scores, strict=True):
+            if q.id in source:
+                # one table scores all files together, so a qid in two files would score twice under one key
+                raise ValueError(f"{query_file}: qid {q.id!r} is also in {source[q.id]}")
+            source[q.id] = str(query_file)
+            run[q.id] = dict(zip(row, map(float, s), strict=False))
+            files_of.setdefault(q.dataset_id, set()).add(name)
+        qrels_file = layout.qrels_file(name, split)
+        wanted = set(qids)
+        qrels.update((q, rels) for q, rels in read_qrels(qrels_file).items() if q in wanted)
+        tasks.update((q, task) for q, task in read_qrels_tasks(qrels_file).items() if q in wanted)
+    if not run:
+        return {}
+    # the TSV names what jfe eval --run --instruction-file names; a file name only fills a gap it cannot blur
+    dataset_names = {i: next(iter(files)) for i, files in files_of.items() if len(files) == 1}
+    dataset_names.update(read_dataset_names(layout.instructions_file))
+    return score_mbeir(run, qrels, tasks, dataset_names, strict=True)
 
 
-def _average(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Macro average over tasks of the metrics every task has (fashion tasks use other ks)."""
-    common = [m for m in rows[0] if all(m in r for r in rows)]
-    return {m: float(np.mean([r[m] for r in rows])) for m in common}
+def read_runs(paths: list[str | os.PathLike]) -> dict[str, dict[str, float]]:
+    """One run from several run files (e.g. end to end's one per dataset); a query may be in one only."""
+    run: dict[str, dict[str, float]] = {}
+    source: dict[str, str] = {}
+    for path in paths:
+        for qid, docs in read_run(path).items():
+            if qid in source:
+                raise ValueError(f"{path}: query {qid!r} is also in {source[qid]}")
+            source[qid] = str(path)
+            run[qid] = docs
+    return run
 
 
 def probe_table(full: dict, ablated: dict, metric: str = "recall@1") -> dict[str, dict[str, float]]:
@@ -165,8 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="jfe eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--run", help="TREC run file to score")
+    parser.add_argument(
+        "--run", nargs="+", help="run file(s) to score together: TREC (6 columns) or UniIR (7, with the task id)"
+    )
     parser.add_argument("--qrels", nargs="+", help="qrels file(s) for --run (task ids from their 5th column)")
+    parser.add_argument(
+        "--instruction-file", help="--run: name datasets by this query_instructions.tsv (default: UniIR's ids)"
+    )
     parser.add_argument("--model", help="model to evaluate end to end")
     parser.add_argument("--mbeir-root", help="M-BEIR root folder")
     parser.add_argument("--split", default="test")
@@ -187,10 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.qrels:
             qrels.update(read_qrels(path))
             tasks.update(read_qrels_tasks(path))
-        table = evaluate_by_task(read_run(args.run), qrels, tasks, strict=False)
-        print(to_markdown(table))
+        names = read_dataset_names(args.instruction_file) if args.instruction_file else None
+        shown = with_headline(score_mbeir(read_runs(args.run), qrels, tasks, names))
+        print(to_markdown(shown))
         if args.out:
-            Path(args.out).write_text(json.dumps(table, indent=2))
+            Path(args.out).write_text(json.dumps(shown, indent=2))
         return 0
 
     if not (args.model and args.mbeir_root):
@@ -208,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
     )
-    table = evaluate_mbeir(embedder, args.mbeir_root, runs_dir=out / "runs", **common)
-    print(to_markdown(table))
-    result = EvalReport(metrics=table, model=args.model, split=args.split, pool=args.pool)
+    # UniIR's 7 columns: the runs carry their task ids, and jfe eval --run prints this same table for them
+    table = evaluate_mbeir(embedder, args.mbeir_root, runs_dir=out / "runs", run_format="uniir", **common)
+    shown = with_headline(table)
+    print(to_markdown(shown))
+    result = EvalReport(metrics=shown, model=args.model, split=args.split, pool=args.pool)
     if args.ablate:
         full = evaluate_mbeir(embedder, args.mbeir_root, multimodal_only=True, **common)
         ablated = evaluate_mbeir(embedder, args.mbeir_root, multimodal_only=True, ablate_modality=args.ablate, **common)
@@ -218,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nModality probe: {args.ablate} removed from image+text queries\n" + to_markdown(probe))
         result.probe = {"ablate": args.ablate, "tasks": probe}
     result.write(out)
-    (out / "eval.md").write_text(to_markdown(table) + "\n")
+    (out / "eval.md").write_text(to_markdown(shown) + "\n")
     if args.png:
         save_chart(table, out / "recall.png", "recall@1")
     print(f"results in {out}")

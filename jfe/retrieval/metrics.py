@@ -4,7 +4,8 @@
 relevant docs found). ``mrr@10`` is the reciprocal rank of the first relevant doc within the top 10.
 ``ndcg@10`` is graded nDCG with linear gains and a log2 discount, ideal ranking from the qrels (trec_eval's
 ndcg_cut_10). Every query in the qrels counts; one the run lacks scores 0. Ranking is by descending score, ties
-in run order (see :func:`jfe.retrieval.trec.ranked`).
+in run order (see :func:`jfe.retrieval.trec.ranked`). M-BEIR's per-(dataset, task) table is
+:func:`jfe.retrieval.scoring.score_mbeir`.
 """
 
 from __future__ import annotations
@@ -67,31 +68,6 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean over the qrels queries of ``recall@k`` (UniIR hit rate) for each k, ``mrr@10`` and ``ndcg@10``."""
     return _mean(list(per_query(run, qrels, ks, strict, mrr_k, ndcg_k).values()))
-
-
-def _task_order(task: Hashable) -> tuple:
-    return (0, task, "") if isinstance(task, int) else (1, 0, str(task))
-
-
-def evaluate_by_task(
-    run: Run,
-    qrels: Qrels,
-    tasks: Mapping[str, int] | Mapping[str, str],
-    ks: Iterable[int] = (1, 5, 10),
-    strict: bool = True,
-    mrr_k: int = 10,
-    ndcg_k: int = 10,
-) -> dict:
-    """``{task: metrics}`` averaged within each task, plus ``"average"``: the unweighted mean over tasks."""
-    scores = per_query(run, qrels, ks, strict, mrr_k, ndcg_k)
-    groups: dict[Hashable, list[dict[str, float]]] = {}
-    for qid, row in scores.items():
-        if qid not in tasks:
-            raise ValueError(f"query {qid!r} is in the qrels but has no task")
-        groups.setdefault(tasks[qid], []).append(row)
-    table: dict = {task: _mean(groups[task]) for task in sorted(groups, key=_task_order)}
-    table["average"] = _mean(list(table.values()))
-    return table
 
 
 def to_markdown(table: Mapping[Hashable, Mapping[str, float]], first_column: str = "task") -> str:

@@ -1,4 +1,4 @@
-"""Top-k search over FAISS indexes, merging of per-shard results, and TREC run output.
+"""Top-k search over FAISS indexes, merging of per-shard results, and run files (TREC or UniIR columns).
 
 Results are ``(scores, dids)``: ``scores`` is a float32 (Q, k) array and ``dids[q]`` the ranked doc ids of query q.
 When fewer than k results exist for a query, ``dids[q]`` is shorter and the unused score slots hold ``-inf``.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import faiss
@@ -15,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jfe.atomic import atomic_open
+from jfe.retrieval.trec import RUN_FORMATS
 
 _BAD_ID = re.compile(r"\s")
 Results = tuple[np.ndarray, list[list[str]]]
@@ -83,16 +85,37 @@ def merge_topk(results: list[Results], k: int) -> tuple[np.ndarray, list[list[st
 
 
 def write_trec_run(
-    path: str | os.PathLike, qids: list[str], scores: np.ndarray, dids: list[list[str]], tag: str = "jfe"
+    path: str | os.PathLike,
+    qids: list[str],
+    scores: np.ndarray,
+    dids: list[list[str]],
+    tag: str = "jfe",
+    task_ids: Sequence[int] | None = None,
+    run_format: str = "trec",
 ) -> Path:
-    """Write ``qid Q0 did rank score tag`` lines (rank from 1, score ``%.6f``) atomically."""
+    """Write a run atomically: rank from 1, score ``%.6f``, space separated.
+
+    ``run_format="trec"``: ``qid Q0 did rank score tag``; ``"uniir"``: UniIR's ``qid Q0 did rank score run_id
+    task_id`` (``tag`` as the run id), which needs ``task_ids``, one per query. Both read back with
+    :func:`jfe.retrieval.trec.read_run`."""
     path = Path(path)
+    if run_format not in RUN_FORMATS:
+        raise ValueError(f"{path}: run_format must be one of {', '.join(RUN_FORMATS)}, got {run_format!r}")
     if len(qids) != len(dids) or scores.shape[0] != len(dids):
         raise ValueError(f"{path}: {len(qids)} qids, {scores.shape[0]} score rows, {len(dids)} result lists")
     if not tag or _BAD_ID.search(tag):
         raise ValueError(f"{path}: run tag must be non-empty without whitespace, got {tag!r}")
+    suffixes = [""] * len(qids)
+    if run_format == "uniir":
+        if task_ids is None or len(task_ids) != len(qids):
+            got = "none" if task_ids is None else len(task_ids)
+            raise ValueError(f"{path}: the uniir run format needs a task id per query: {len(qids)} queries, got {got}")
+        bad = [t for t in task_ids if isinstance(t, bool) or not isinstance(t, (int, np.integer))]
+        if bad:
+            raise ValueError(f"{path}: task ids must be integers, got {bad[0]!r}")
+        suffixes = [f" {int(t)}" for t in task_ids]
     with atomic_open(path, "w") as f:
-        for qid, row_scores, row_dids in zip(qids, scores, dids, strict=True):
+        for qid, row_scores, row_dids, suffix in zip(qids, scores, dids, suffixes, strict=True):
             if not qid or _BAD_ID.search(qid):
                 raise ValueError(f"{path}: query id {qid!r} is empty or contains whitespace")
             if len(row_dids) > len(row_scores):
@@ -101,6 +124,6 @@ def write_trec_run(
             for rank, (did, score) in enumerate(zip(row_dids, row_scores.tolist(), strict=False), start=1):
                 if not did or _BAD_ID.search(did):
                     raise ValueError(f"{path}: doc id {did!r} (query {qid!r}) is empty or contains whitespace")
-                lines.append(f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n")
+                lines.append(f"{qid} Q0 {did} {rank} {score:.6f} {tag}{suffix}\n")
             f.writelines(lines)
     return path

@@ -1,7 +1,8 @@
 """Reading TREC runs and (M-BEIR) qrels.
 
-Run lines: ``qid Q0 did rank score tag``. Qrels lines: ``qid 0 did relevance task_id`` (M-BEIR) or the plain
-4-column TREC ``qid 0 did relevance``. Relevance > 0 means relevant.
+Run lines: ``qid Q0 did rank score tag`` (TREC, 6 columns) or UniIR's ``qid Q0 did rank score run_id task_id``
+(7 columns, as ``src/common/mbeir_retriever.py`` writes them). Qrels lines: ``qid 0 did relevance task_id``
+(M-BEIR) or the plain 4-column TREC ``qid 0 did relevance``. Relevance > 0 means relevant.
 """
 
 from __future__ import annotations
@@ -27,14 +28,29 @@ def ranked(doc_scores: dict[str, float]) -> list[str]:
     return sorted(doc_scores, key=doc_scores.__getitem__, reverse=True) if doc_scores else []
 
 
+RUN_FORMATS = {"trec": "qid Q0 did rank score tag", "uniir": "qid Q0 did rank score run_id task_id"}
+
+
 def read_run(path: str | os.PathLike) -> Run:
-    """``{qid: {did: score}}``, each inner dict in rank order, so that :func:`ranked` breaks score ties by rank."""
+    """``{qid: {did: score}}``, each inner dict in rank order, so that :func:`ranked` breaks score ties by rank.
+
+    Reads TREC (6 columns) and UniIR (7) lines; UniIR's task id must be an integer, the same on every line of a
+    query. Scoring takes the task ids from the qrels, as UniIR does."""
     path = Path(path)
     rows: dict[str, list[tuple[int, str, float]]] = {}
+    tasks: dict[str, int] = {}
     for lineno, parts in _lines(path):
-        if len(parts) != 6:
-            raise ValueError(f"{path}:{lineno}: expected 6 columns 'qid Q0 did rank score tag', got {len(parts)}")
-        qid, _, did, rank, score, _ = parts
+        if len(parts) not in (6, 7):
+            formats = " or ".join(f"{len(f.split())} columns '{f}' ({n})" for n, f in RUN_FORMATS.items())
+            raise ValueError(f"{path}:{lineno}: expected {formats}, got {len(parts)}")
+        qid, _, did, rank, score = parts[:5]
+        if len(parts) == 7:
+            try:
+                task = int(parts[6])
+            except ValueError:
+                raise ValueError(f"{path}:{lineno}: task_id (column 7) must be an integer, got {parts[6]!r}") from None
+            if tasks.setdefault(qid, task) != task:
+                raise ValueError(f"{path}:{lineno}: query {qid!r} has task_id {task} here but {tasks[qid]} earlier")
         try:
             rows.setdefault(qid, []).append((int(rank), did, float(score)))
         except ValueError as err:

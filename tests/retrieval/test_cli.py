@@ -12,12 +12,16 @@ from safetensors.numpy import load_file
 
 from jfe import Embedder
 from jfe.cli import main
+from jfe.data.instructions import Instructions
+from jfe.data.mbeir import load_queries
+from jfe.data.uniir import format_query, format_string
+from jfe.retrieval.metrics import to_markdown
 from jfe.retrieval.mine import read_mined
+from jfe.retrieval.scoring import HEADLINE
 from jfe.retrieval.trec import read_run
 from tests.conftest import write_mbeir_sample
 
 TASKS = {"toy_t2i": 0, "toy_i2t": 3, "toy_it2i": 7}  # dataset -> task id, as the sample's qrels say
-INSTRUCTION = {"toy_t2i": "Find the image.", "toy_i2t": "Caption this.", "toy_it2i": "Apply the change."}
 
 
 def _trec_lines(path):
@@ -71,19 +75,24 @@ def model(saved_model):
 
 @pytest.fixture(scope="module")
 def pool_rows(sample, paths):
-    """{did: (text, image path)} read straight from the pool file."""
+    """{did: (text, image path)} read straight from the pool file, the text formatted as UniIR formats it."""
     rows = [json.loads(line) for line in paths["pool"].read_text().splitlines()]
-    return {r["did"]: (r["txt"], str(sample / r["img_path"]) if r["img_path"] else None) for r in rows}
+    return {
+        r["did"]: (format_string(r["txt"]) or None, str(sample / r["img_path"]) if r["img_path"] else None)
+        for r in rows
+    }
 
 
 @pytest.fixture(scope="module")
 def query_rows(sample, paths):
-    """{qid: (text, image path, dataset name)} read straight from the query files."""
+    """{qid: (text, image path, dataset name, instruction)}: the query files' texts and the prompt of the default
+    policy (UniIR's draw, seeded by the qid), joined and formatted as UniIR does."""
+    table = Instructions.load(paths["tsv"])
     out = {}
     for name in TASKS:
-        for line in (sample / f"query/test/mbeir_{name}_test.jsonl").read_text().splitlines():
-            r = json.loads(line)
-            out[r["qid"]] = (r["query_txt"], str(sample / r["query_img_path"]) if r["query_img_path"] else None, name)
+        for q in load_queries(sample / f"query/test/mbeir_{name}_test.jsonl", sample):
+            instruction, text = format_query(table.for_query(q, "uniir", seed=0), q.text)
+            out[q.id] = (text, q.image, name, instruction)
     return out
 
 
@@ -102,8 +111,8 @@ def doc_vectors(model, pool_rows):
 def query_vectors(model, query_rows):
     """{qid: Embedder.encode of that query with its task's first instruction}."""
     return {
-        qid: model.encode([_inputs(text, image)], instruction=INSTRUCTION[name])[0]
-        for qid, (text, image, name) in query_rows.items()
+        qid: model.encode([_inputs(text, image)], instruction=instruction)[0]
+        for qid, (text, image, _, instruction) in query_rows.items()
     }
 
 
@@ -187,8 +196,8 @@ def test_run_scores_are_cosine_similarities_with_the_instruction(run_file, model
         return x / np.linalg.norm(x)
 
     for qid, row in _ranking(run_file).items():
-        text, image, name = query_rows[qid]
-        with_instruction = unit(model.encode([_inputs(text, image)], instruction=INSTRUCTION[name])[0])
+        text, image, _, instruction = query_rows[qid]
+        with_instruction = unit(model.encode([_inputs(text, image)], instruction=instruction)[0])
         without = unit(model.encode([_inputs(text, image)])[0])
         cosines = {d: float(with_instruction @ unit(doc_vectors[d])) for d in pool_rows}
         for did, score in row:
@@ -197,19 +206,31 @@ def test_run_scores_are_cosine_similarities_with_the_instruction(run_file, model
         assert max(abs(score - float(without @ unit(doc_vectors[did]))) for did, score in row) > 1e-3
 
 
-def test_eval_of_a_run_equals_ranx_per_task(run_file, paths, tmp_path, capsys):
+def _eval_run(tmp_path, runs, qrels, *extra):
     out_json = tmp_path / "eval.json"
-    assert main(["eval", "--run", str(run_file), "--qrels", *map(str, paths["qrels"]), "--out", str(out_json)]) == 0
-    table = json.loads(out_json.read_text())
+    assert main(["eval", "--run", *map(str, runs), "--qrels", *map(str, qrels), "--out", str(out_json), *extra]) == 0
+    return json.loads(out_json.read_text())
+
+
+# (dataset id, name by the sample's TSV, name by UniIR's DATASET_IDS): the sample reuses UniIR's ids 1, 2, 3
+IDS = [("1", "toy_t2i", "Fashion200K"), ("2", "toy_i2t", "WebQA"), ("3", "toy_it2i", "EDIS")]
+
+
+@pytest.mark.parametrize("named_by", ["tsv", "uniir"])
+def test_eval_of_a_run_equals_ranx_per_dataset(run_file, paths, tmp_path, capsys, named_by):
+    extra = ["--instruction-file", str(paths["tsv"])] if named_by == "tsv" else []
+    table = _eval_run(tmp_path, [run_file], paths["qrels"], *extra)
     run = {}
     for qid, did, _rank, score in _trec_lines(run_file):
         run.setdefault(qid, {})[did] = score
-    ks = (1, 5, 10)
     expected = {}
-    for name, qrels_file in zip(TASKS, paths["qrels"], strict=True):
+    for (prefix, tsv_name, uniir_name), qrels_file in zip(IDS, paths["qrels"], strict=True):
+        name = tsv_name if named_by == "tsv" else uniir_name
+        ks = (10, 20, 50) if name == "Fashion200K" else (1, 5, 10)  # UniIR's cutoffs follow the name
         qrels = {}
         for line in qrels_file.read_text().splitlines():
             qid, _, did, rel, _task = line.split()
+            assert qid.startswith(f"{prefix}:")
             qrels.setdefault(qid, {})[did] = int(rel)
         theirs = ranx.evaluate(
             ranx.Qrels(qrels),
@@ -217,19 +238,58 @@ def test_eval_of_a_run_equals_ranx_per_task(run_file, paths, tmp_path, capsys):
             [f"hit_rate@{k}" for k in ks] + ["mrr@10", "ndcg@10"],
             make_comparable=True,
         )
-        expected[str(TASKS[name])] = {f"recall@{k}": theirs[f"hit_rate@{k}"] for k in ks} | {
+        expected[name] = {f"recall@{k}": theirs[f"hit_rate@{k}"] for k in ks} | {
             m: theirs[m] for m in ("mrr@10", "ndcg@10")
         }
-    assert list(table) == ["0", "3", "7", "average"]
-    for task, metrics in expected.items():
-        assert table[task] == pytest.approx(metrics, abs=1e-6), task
-    # the average is over tasks, not over queries (toy_t2i has two queries, the others one)
-    average = {m: np.mean([expected[t][m] for t in expected]) for m in expected["0"]}
-    assert table["average"] == pytest.approx(average, abs=1e-6)
-    # the case is not degenerate: the positives sit at different ranks, some within 5, some below
-    assert 0 < table["average"]["recall@5"] < table["average"]["recall@10"]
-    printed = capsys.readouterr().out
-    assert f"| average | {table['average']['recall@1']:.4f} |" in printed
+    assert list(table) == [*expected, "average", HEADLINE]
+    for name, metrics in expected.items():
+        assert table[name] == pytest.approx(metrics, abs=1e-6), name
+    # the average is over pairs, not over queries (toy_t2i has two queries, the others one)
+    shared = [m for m in metrics if all(m in e for e in expected.values())]
+    assert table["average"] == pytest.approx({m: np.mean([e[m] for e in expected.values()]) for m in shared})
+    papers = [e["recall@10"] if n == "Fashion200K" else e["recall@5"] for n, e in expected.items()]
+    assert table[HEADLINE] == {"recall": pytest.approx(np.mean(papers), abs=1e-9)}
+    # the case is not degenerate: some positives are below rank 1
+    assert 0 < table["average"]["mrr@10"] < 1
+    assert to_markdown(table) in capsys.readouterr().out
+
+
+def test_search_text_style_options_reach_the_queries(
+    saved_model, index_dir, sample, paths, model, doc_vectors, run_file, tmp_path
+):
+    raw = _search(saved_model, index_dir, sample, paths, tmp_path / "raw.trec", "--instruction-policy", "first",
+                  "--no-uniir-format")  # fmt: skip
+    first = {"1": "Find the image.", "2": "Caption this.", "3": "Apply the change."}
+    queries = {q.id: q for q in load_queries(paths["queries"], sample)}
+    for qid, row in _ranking(raw).items():
+        # the query as written, with its dataset's first prompt; the pool as the index holds it
+        vec = model.encode([_inputs(queries[qid].text, queries[qid].image)], instruction=first[qid.split(":")[0]])[0]
+        np.testing.assert_allclose([s for _, s in row], [float(vec @ doc_vectors[d]) for d, _ in row], atol=2e-6)
+    assert raw.read_text() != run_file.read_text()  # the default (UniIR's texts and prompt draw) embeds others
+
+
+def test_search_writes_uniirs_columns_and_eval_scores_them_as_the_trec_run(
+    saved_model, index_dir, sample, paths, run_file, query_rows, tmp_path
+):
+    uniir = _search(saved_model, index_dir, sample, paths, tmp_path / "run.txt", "--run-format", "uniir")
+    lines = uniir.read_text().splitlines()
+    # the TREC run's six columns, then the query's task id from its query file
+    assert [line.rsplit(" ", 1)[0] for line in lines] == run_file.read_text().splitlines()
+    assert {line.split()[0]: int(line.split()[6]) for line in lines} == {
+        qid: TASKS[name] for qid, (_, _, name, _) in query_rows.items()
+    }
+    extra = ["--instruction-file", str(paths["tsv"])]
+    assert _eval_run(tmp_path, [uniir], paths["qrels"], *extra) == _eval_run(
+        tmp_path, [run_file], paths["qrels"], *extra
+    )
+
+
+def test_search_refuses_the_uniir_format_without_task_ids(saved_model, index_dir, mixed_pairs, tmp_path):
+    # pair-format queries carry no task id, so there is no 7th column to write
+    with pytest.raises(ValueError, match=rf"^{mixed_pairs}:1: the uniir run format needs M-BEIR queries"):
+        main(["search", "--model", str(saved_model), "--index", str(index_dir), "--queries", str(mixed_pairs),
+              "--out", str(tmp_path / "run.txt"), "--run-format", "uniir"])  # fmt: skip
+    assert not (tmp_path / "run.txt").exists()
 
 
 @pytest.mark.parametrize(("k", "skip_top"), [(2, 0), (2, 1), (3, 2), (30, 0)])
@@ -259,12 +319,21 @@ def test_end_to_end_eval_with_modality_probe(saved_model, mbeir_root, tmp_path):
     assert main(["eval", "--model", str(saved_model), "--mbeir-root", str(mbeir_root), "--split", "test",
                  "--pool", "local", "--ablate", "image", "--out", str(out)]) == 0  # fmt: skip
     result = json.loads((out / "eval.json").read_text())
-    assert set(result["metrics"]) == {"toy_t2i", "toy_i2t", "toy_it2i", "average"}
+    assert list(result["metrics"]) == ["toy_t2i", "toy_i2t", "toy_it2i", "average", HEADLINE]
     # only toy_it2i has image+text queries, so only it is probed
     assert list(result["probe"]["tasks"]) == ["toy_it2i", "average"]
     row = result["probe"]["tasks"]["toy_it2i"]
     assert np.isclose(row["change"], row["recall@1 ablated"] - row["recall@1"])
-    assert (out / "runs" / "toy_t2i.trec").is_file()
+    # the runs are UniIR's 7 columns, and jfe eval --run on them prints the very table end to end printed
+    runs = sorted((out / "runs").iterdir())
+    assert [p.name for p in runs] == ["toy_i2t.trec", "toy_it2i.trec", "toy_t2i.trec"]
+    for path in runs:
+        name = path.name.removesuffix(".trec")
+        assert {int(line.split()[6]) for line in path.read_text().splitlines()} == {TASKS[name]}
+    qrels = [mbeir_root / f"qrels/test/mbeir_{name}_test_qrels.txt" for name in TASKS]
+    tsv = ["--instruction-file", str(mbeir_root / "instructions/query_instructions.tsv")]
+    assert _eval_run(tmp_path, runs, qrels, *tsv) == result["metrics"]
+    assert (out / "eval.md").read_text() == to_markdown(result["metrics"]) + "\n"
     # pool embeddings are cached as shards, keyed by the model's weights: a rerun reuses them,
     # a retrained model saved at the same path does not
     from jfe.retrieval.evaluate import model_fingerprint

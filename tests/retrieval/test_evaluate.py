@@ -1,6 +1,6 @@
 """jfe.retrieval.evaluate: UniIR's cutoffs, the modality probe's pieces, and evaluate_mbeir scored by ranx."""
 
-import shutil
+import json
 
 import numpy as np
 import pytest
@@ -8,9 +8,11 @@ import ranx
 
 from jfe import Embedder
 from jfe.retrieval.encode import EncodeItem
-from jfe.retrieval.evaluate import ablate, evaluate_mbeir, probe_table, recall_ks
+from jfe.retrieval.evaluate import ablate, evaluate_mbeir, probe_table
+from jfe.retrieval.scoring import recall_ks
 
 TOY = ["toy_i2t", "toy_it2i", "toy_t2i"]
+BY_ID = ["toy_t2i", "toy_i2t", "toy_it2i"]  # the sample's dataset ids are 1, 2, 3: the table's row order
 
 
 @pytest.mark.parametrize(
@@ -80,20 +82,25 @@ def embedder(tiny_model_dir, tmp_path_factory):
     return Embedder.from_pretrained(saved, dtype="float32", device="cpu")
 
 
-def _read_trec(path):
+def _read_trec(path, tasks=None):
+    """The run of a TREC file, or of a UniIR one whose 7th column must then be ``tasks[qid]``."""
     run = {}
     for line in path.read_text().splitlines():
-        qid, _, did, _rank, score, _ = line.split()
+        qid, _, did, _rank, score, *rest = line.split()
+        assert len(rest) == (1 if tasks is None else 2), line
+        if tasks is not None:
+            assert int(rest[1]) == tasks[qid], line
         run.setdefault(qid, {})[did] = float(score)
     return run
 
 
 def _read_qrels(path):
-    qrels = {}
+    qrels, tasks = {}, {}
     for line in path.read_text().splitlines():
-        qid, _, did, rel, _task = line.split()
+        qid, _, did, rel, task = line.split()
         qrels.setdefault(qid, {})[did] = int(rel)
-    return qrels
+        tasks[qid] = int(task)
+    return qrels, tasks
 
 
 def _ranx(run, qrels, ks):
@@ -103,34 +110,61 @@ def _ranx(run, qrels, ks):
 
 
 def _add_fashion_copy(root):
-    """A copy of toy_t2i under a fashion name: UniIR scores it at @10/@20/@50."""
+    """A copy of toy_t2i as dataset 7, named toy_fashion_t2i by the TSV: UniIR scores it at @10/@20/@50."""
     for kind, pattern in [
         ("query/test", "mbeir_{}_test.jsonl"),
         ("cand_pool/local", "mbeir_{}_test_cand_pool.jsonl"),
         ("qrels/test", "mbeir_{}_test_qrels.txt"),
     ]:
-        shutil.copy(root / kind / pattern.format("toy_t2i"), root / kind / pattern.format("toy_fashion_t2i"))
+        text = (root / kind / pattern.format("toy_t2i")).read_text()
+        (root / kind / pattern.format("toy_fashion_t2i")).write_text(text.replace('"1:', '"7:').replace("1:", "7:"))
+    union = root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl"
+    copies = [line.replace('"1:', '"7:') for line in union.read_text().splitlines(keepends=True) if '"1:' in line]
+    union.write_text(union.read_text() + "".join(copies))
+    tsv = root / "instructions/query_instructions.tsv"
+    tsv.write_text(tsv.read_text() + "text\timage\ttoy_fashion_t2i\t7\tFind the garment.\n")
 
 
-@pytest.mark.parametrize("pool", ["local", "global"])
-def test_evaluate_mbeir_equals_ranx_on_the_runs_it_writes(embedder, mbeir_root, tmp_path, pool):
+@pytest.mark.parametrize(("pool", "run_format"), [("local", "trec"), ("global", "uniir")])
+def test_evaluate_mbeir_equals_ranx_on_the_runs_it_writes(embedder, mbeir_root, tmp_path, pool, run_format):
     _add_fashion_copy(mbeir_root)
     runs = tmp_path / "runs"
-    table = evaluate_mbeir(embedder, mbeir_root, split="test", pool=pool, runs_dir=runs)
-    names = ["toy_fashion_t2i", *TOY]
+    table = evaluate_mbeir(embedder, mbeir_root, split="test", pool=pool, runs_dir=runs, run_format=run_format)
+    names = [*BY_ID, "toy_fashion_t2i"]
     assert list(table) == [*names, "average"]
     for name in names:
-        run = _read_trec(runs / f"{name}.trec")
-        qrels = _read_qrels(mbeir_root / f"qrels/test/mbeir_{name}_test_qrels.txt")
+        qrels, tasks = _read_qrels(mbeir_root / f"qrels/test/mbeir_{name}_test_qrels.txt")
+        run = _read_trec(runs / f"{name}.trec", tasks if run_format == "uniir" else None)
+        tag = (runs / f"{name}.trec").read_text().split()[5]
+        assert tag == f"mbeir_{name}_{'union' if pool == 'global' else 'single'}_pool_test_k50"  # UniIR's run id
         assert set(run) == set(qrels)
         # every candidate of the pool searched comes back (k=50 is above the pool sizes)
-        pool_size = 7 if pool == "global" else {"toy_i2t": 3}.get(name, 2)
+        pool_size = 9 if pool == "global" else {"toy_i2t": 3}.get(name, 2)
         assert all(len(docs) == pool_size for docs in run.values())
         assert table[name] == pytest.approx(_ranx(run, qrels, recall_ks(name)), abs=1e-6), name
-    # the macro average over tasks, of the metrics every task has (the fashion copy has no @1 or @5)
+    assert "recall@1" not in table["toy_fashion_t2i"] and "recall@50" in table["toy_fashion_t2i"]
+    # the macro average over pairs, of the metrics every pair has (the fashion copy has no @1 or @5)
     assert set(table["average"]) == {"recall@10", "mrr@10", "ndcg@10"}
     for metric, value in table["average"].items():
         assert value == pytest.approx(np.mean([table[n][metric] for n in names]), abs=1e-9), metric
+
+
+def test_end_to_end_table_is_what_eval_run_prints_for_its_runs(embedder, mbeir_root, tmp_path, capsys):
+    from jfe.retrieval.evaluate import main
+    from jfe.retrieval.metrics import to_markdown
+    from jfe.retrieval.scoring import with_headline
+
+    _add_fashion_copy(mbeir_root)
+    runs = tmp_path / "runs"
+    table = evaluate_mbeir(embedder, mbeir_root, runs_dir=runs, run_format="uniir")
+    names = [*BY_ID, "toy_fashion_t2i"]
+    capsys.readouterr()
+    assert main(["--run", *(str(runs / f"{n}.trec") for n in names),
+                 "--qrels", *(str(mbeir_root / f"qrels/test/mbeir_{n}_test_qrels.txt") for n in names),
+                 "--instruction-file", str(mbeir_root / "instructions/query_instructions.tsv"),
+                 "--out", str(tmp_path / "eval.json")]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "eval.json").read_text()) == with_headline(table)
+    assert capsys.readouterr().out == to_markdown(with_headline(table)) + "\n"
 
 
 def test_evaluate_mbeir_scores_are_cosines_with_the_first_instruction(embedder, mbeir_root, tmp_path):
@@ -161,7 +195,7 @@ def test_cached_pool_shards_give_the_same_table(embedder, mbeir_root, tmp_path):
     direct = evaluate_mbeir(embedder, mbeir_root)
     work = tmp_path / "work"
     first = evaluate_mbeir(embedder, mbeir_root, work_dir=work)
-    assert sorted(p.name for p in work.iterdir()) == TOY
+    assert sorted(p.name for p in work.iterdir()) == TOY  # pool caches are per query file
     stamps = {p: p.stat().st_mtime_ns for p in work.rglob("meta.json")}
     again = evaluate_mbeir(embedder, mbeir_root, work_dir=work)
     assert {p: p.stat().st_mtime_ns for p in work.rglob("meta.json")} == stamps  # reused, not re-encoded

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -118,4 +120,42 @@ def test_trec_run_round_trip(tmp_path, uniform):
 def test_trec_run_rejects_ids_with_whitespace(tmp_path):
     with pytest.raises(ValueError, match="doc id 'a b'"):
         write_trec_run(tmp_path / "r", ["q"], np.ones((1, 1), np.float32), [["a b"]])
+    assert not (tmp_path / "r").exists()
+
+
+def test_uniir_run_round_trips_with_its_task_ids(tmp_path, uniform):
+    db, ids, queries = uniform
+    scores, dids = search(build_index(db, ids), ids, queries[:4], 6)
+    qids, tasks = ["9:1", "9:2", "1:7", "5:3"], [0, 3, 0, np.int64(8)]
+    run_id = "mbeir_x_single_pool_test_k6"
+    uniir = write_trec_run(tmp_path / "u.txt", qids, scores, dids, run_id, tasks, run_format="uniir")
+    trec = write_trec_run(tmp_path / "t.trec", qids, scores, dids, run_id)
+    lines = uniir.read_text().splitlines()
+    assert len(lines) == 24
+    # UniIR's f"{qid} Q0 {doc_id} {rank} {score} {run_id} {task_id}", rank from 1
+    assert lines[0] == f"9:1 Q0 {dids[0][0]} 1 {scores[0, 0]:.6f} {run_id} 0"
+    assert [line.split()[6] for line in lines[::6]] == ["0", "3", "0", "8"]
+    # the first six columns are the TREC run's, and both read back to the same run
+    assert [line.rsplit(" ", 1)[0] for line in lines] == trec.read_text().splitlines()
+    run = read_run(uniir)
+    assert run == read_run(trec) and list(run) == qids
+    for i, qid in enumerate(qids):
+        assert list(run[qid]) == dids[i]
+        np.testing.assert_allclose(list(run[qid].values()), scores[i], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("tasks", "run_format", "message"),
+    [
+        (None, "uniir", "the uniir run format needs a task id per query: 2 queries, got none"),
+        ([0], "uniir", "the uniir run format needs a task id per query: 2 queries, got 1"),
+        ([0, "3"], "uniir", "task ids must be integers, got '3'"),
+        ([0, None], "uniir", "task ids must be integers, got None"),
+        ([0, 3], "trec7", "run_format must be one of trec, uniir, got 'trec7'"),
+    ],
+)
+def test_uniir_run_needs_an_integer_task_id_per_query(tmp_path, tasks, run_format, message):
+    scores, dids = np.ones((2, 1), np.float32), [["a"], ["b"]]
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'r'}: {message}")):
+        write_trec_run(tmp_path / "r", ["q1", "q2"], scores, dids, task_ids=tasks, run_format=run_format)
     assert not (tmp_path / "r").exists()
