@@ -1,3 +1,4 @@
+import json
 import math
 import re
 from dataclasses import replace
@@ -9,7 +10,7 @@ import torch
 
 from jfe.train.config import TrainConfig, load_config
 from jfe.train.model import load_embedder
-from jfe.train.trainer import training_arguments
+from jfe.train.trainer import build_dataset, training_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -58,6 +59,41 @@ def test_stage2_starts_from_the_stage1_output_of_its_family(recipe):
     # instruction tuning: M-BEIR with its instructions and hard negatives
     assert config.data_format == "mbeir" and config.use_instructions and config.num_negatives > 0
     assert config.output_dir != stage1.output_dir
+
+
+GPU_STAGE2 = [r for r in RECIPES if r.stem.startswith("qwen2vl") and "stage2" in r.stem]
+
+
+def _uniir_train_layout(root: Path) -> None:
+    """UniIR's training files in the sample: the up-sampled union query file (a qid repeated, a
+    positive the pool lacks) and the union train pool."""
+    files = [root / f"query/test/mbeir_{name}_test.jsonl" for name in ("toy_t2i", "toy_i2t", "toy_it2i")]
+    queries = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    queries[0]["pos_cand_list"] = ["1:10", "1:99"]  # 1:99 is in no pool
+    rows = [*queries, queries[2], queries[2]]
+    union = root / "query/union_train/mbeir_union_up_train.jsonl"
+    union.parent.mkdir(parents=True)
+    union.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pool = root / "cand_pool/global/mbeir_union_train_cand_pool.jsonl"
+    pool.write_text((root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl").read_text())
+
+
+@pytest.mark.parametrize("recipe", GPU_STAGE2, ids=lambda p: p.stem)
+def test_gpu_stage2_trains_on_uniirs_union_file_and_pool(recipe, mbeir_root):
+    config = _load(recipe)
+    assert (config.query_file, config.pool, config.split) == (
+        "query/union_train/mbeir_union_up_train.jsonl",
+        "global",
+        "train",
+    )
+    assert not config.datasets
+    _uniir_train_layout(mbeir_root)
+    ds = build_dataset(replace(config, mbeir_root=str(mbeir_root)))
+    assert [q.id for q in ds.queries] == ["1:1", "1:2", "2:1", "3:1", "2:1", "2:1"]  # repeats are examples
+    assert ds.queries[0].positives == ("1:10",) and ds.missing_positives == 1
+    # batches stay task-homogeneous although every dataset and task shares one file
+    assert ds.groups() == {"toy_t2i": [0, 1], "toy_i2t": [2, 4, 5], "toy_it2i": [3]}
+    assert ds[(4, 0)]["positive_id"] == "2:10" and len(ds[(4, 0)]["negative_ids"]) == config.num_negatives - 1
 
 
 @pytest.mark.parametrize("recipe", [r for r in RECIPES if r.stem.startswith("qwen2vl")], ids=lambda p: p.stem)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any, Protocol
 
@@ -15,6 +15,7 @@ from jfe.data.instructions import Instructions
 from jfe.data.mbeir import Query, Record, dataset_id_of
 from jfe.data.mimic import MimicOptions, augment
 from jfe.data.sampler import example_rng
+from jfe.data.uniir import dataset_name
 from jfe.formatting import EmbedInput
 from jfe.inputs import BadInputError, load_image
 from jfe.lengths import guessed_length
@@ -67,19 +68,20 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         self.mined = mined or {}
         self.options = options or ExampleOptions()
         self._by_dataset: dict[str, list[str]] | None = None
-        for q in queries:
-            missing = [d for d in q.positives if d not in pool]
-            if missing or not q.positives:
-                raise BadInputError(f"query {q.id}: positive(s) {missing or '[]'} not in the candidate pool")
+        self.queries, self.missing_positives = present_positives(queries, pool)
 
     def __len__(self) -> int:
         return len(self.queries)
 
     def groups(self) -> dict[str, list[int]]:
-        """Example indices by dataset/task, for task-homogeneous batching."""
+        """Example indices by task group (see :func:`group_labels`), for task-homogeneous batching."""
+        # the instruction table names the dataset ids (getattr: it may be a stand-in without names)
+        names = getattr(self.instructions, "names", None)
+        keys = [group_key(q) for q in self.queries]
+        labels = group_labels(self.queries, names)
         groups: dict[str, list[int]] = defaultdict(list)
-        for i, q in enumerate(self.queries):
-            groups[q.dataset].append(i)
+        for i, key in enumerate(keys):
+            groups[labels[key]].append(i)
         return dict(groups)
 
     def length_of(self, index: int) -> int:
@@ -161,3 +163,83 @@ class ContrastiveDataset(torch.utils.data.Dataset):
             "relevant_ids": list(q.positives),
             "bad": bad,
         }
+
+
+def present_positives(queries: list[Query], pool: Pool) -> tuple[list[Query], int]:
+    """``queries`` with only the positives ``pool`` holds, and how many were dropped.
+
+    UniIR draws one positive per query and needs only that one in the pool, so a missing positive is
+    dropped and counted (logged once); a query with none left raises :class:`BadInputError`.
+    """
+    kept, dropped, affected, examples = [], 0, 0, []
+    for q in queries:
+        present = tuple(d for d in q.positives if d in pool)
+        if not present:
+            what = (
+                f"none of its positive(s) {list(q.positives)} is" if q.positives else "it has no positive, so none is"
+            )
+            raise BadInputError(f"query {q.id}: {what} in the candidate pool")
+        if len(present) < len(q.positives):
+            missing = [d for d in q.positives if d not in pool]
+            dropped += len(missing)
+            affected += 1
+            if len(examples) < 3:
+                examples.append(f"{q.id}: {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}")
+            q = replace(q, positives=present)
+        kept.append(q)
+    if dropped:
+        logger.warning(
+            "%d positive(s) of %d query row(s) are not in the candidate pool and are never drawn (e.g. %s)",
+            dropped,
+            affected,
+            "; ".join(examples),
+        )
+    return kept, dropped
+
+
+GroupKey = tuple[str, int | None]
+
+
+def group_key(q: Query) -> GroupKey:
+    """An M-BEIR query's (dataset id of its qid, task_id): one file may hold many datasets and tasks,
+    as UniIR's union training file does. A pair-format query (no task_id): its ``task``."""
+    return (q.dataset_id, q.task_id) if q.task_id is not None else (q.dataset, None)
+
+
+def group_labels(queries: list[Query], names: dict[str, str] | None = None) -> dict[GroupKey, str]:
+    """A readable, unique name per :func:`group_key` of ``queries`` (``task_weights`` use them).
+
+    - a group that is exactly the queries of one per-dataset file (M-BEIR's layout): the dataset's
+      name from the file name, e.g. ``digits_t2i``, as jfe named groups before it grouped by task;
+    - otherwise (a union file): the dataset id's name (``names``, e.g. from the instruction table,
+      then UniIR's), with ``/task<N>`` when that dataset has several tasks, e.g. ``MSCOCO/task0``;
+    - a pair-format group: its ``task``.
+    """
+    files: dict[GroupKey, set[str]] = defaultdict(set)
+    keys_of_file: dict[str, set[GroupKey]] = defaultdict(set)
+    tasks: dict[str, set[int]] = defaultdict(set)
+    for q in queries:
+        key = group_key(q)
+        files[key].add(q.dataset)
+        keys_of_file[q.dataset].add(key)
+        if key[1] is not None:
+            tasks[key[0]].add(key[1])
+    labels: dict[GroupKey, str] = {}
+    for key, where in files.items():
+        prefix, task = key
+        file = next(iter(where)) if len(where) == 1 else ""
+        if task is None:
+            labels[key] = prefix
+        elif file and keys_of_file[file] == {key}:
+            labels[key] = file
+        else:
+            name = dataset_name(prefix, names)
+            labels[key] = name if len(tasks[prefix]) == 1 else f"{name}/task{task}"
+    # names from different sources could meet; ids cannot
+    seen: dict[str, list[GroupKey]] = defaultdict(list)
+    for key, label in labels.items():
+        seen[label].append(key)
+    for keys in seen.values():
+        if len(keys) > 1:
+            labels.update({key: f"{key[0]}/task{key[1]}" for key in keys})
+    return labels

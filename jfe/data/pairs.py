@@ -15,8 +15,23 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from jfe.data.jsonl import DataFormatError, line_of_row, load_jsonl
+import pyarrow as pa
+
+from jfe.data.jsonl import DataFormatError, line_of_row, read_jsonl
 from jfe.data.mbeir import Query, Record, dataset_id_of
+
+# Fixed types, as for M-BEIR (jfe.data.mbeir): an optional field first set late in a large file
+# reads like any other, and fields not named here are ignored.
+_ITEM = pa.struct([("text", pa.string()), ("image", pa.string())])
+PAIR_SCHEMA = pa.schema(
+    [
+        ("query", _ITEM),
+        ("pos", pa.list_(_ITEM)),
+        ("neg", pa.list_(_ITEM)),
+        ("instruction", pa.string()),
+        ("task", pa.string()),
+    ]
+)
 
 
 def _modality(text: str | None, image: str | None) -> str:
@@ -66,8 +81,6 @@ def _item(obj, where: str, root: Path | None) -> tuple[str | None, str | None]:
 def _candidates(items, key: str, task: str, root: Path | None, pool: dict[str, Record]) -> tuple[str, ...]:
     if items is None:
         return ()
-    if not isinstance(items, list):
-        raise _RowError(f"'{key}' must be a list")
     ids = []
     for j, cand in enumerate(items):
         text, image = _item(cand, f"{key}[{j}]", root)
@@ -104,10 +117,10 @@ def load_pairs(
     Image paths are relative to ``images_root`` (default: the file's folder)."""
     path = Path(path)
     root = Path(images_root) if images_root else path.parent
-    table = load_jsonl(path, ("query", "pos"))
+    table = read_jsonl(path, PAIR_SCHEMA, ("query", "pos"))
     pool: dict[str, Record] = {}
     queries = []
-    for row_index, row in enumerate(table):
+    for row_index, row in enumerate(table.to_pylist()):
         try:
             queries.append(_query(row, row_index, path.stem, root, pool))
         except _RowError as err:

@@ -34,12 +34,23 @@ class TrainConfig:
     data_format: str = option("mbeir", "mbeir (UniIR layout) or pairs (jfe pair JSONL)")
     mbeir_root: str = option("", "M-BEIR root folder, or builtin:digits for the offline digits benchmark")
     datasets: list = option([], "M-BEIR dataset names to train on (empty: every dataset of the split)")
+    query_file: str = option(
+        "",
+        "one M-BEIR query JSONL, relative to mbeir_root, used instead of the per-dataset files, e.g. UniIR's "
+        "query/union_train/mbeir_union_up_train.jsonl (its qids repeat by design: each row is an example); "
+        "needs pool: global",
+    )
     split: str = option("train", "M-BEIR split to train on")
     pool: str = option("global", "candidate pool: global (union) or local (each dataset's own)")
     pairs_files: list = option([], "pair-format JSONL files (data_format: pairs)")
     images_root: str = option("", "folder image paths are relative to (default: the M-BEIR root / the file's folder)")
     use_instructions: bool = option(True, "prepend the task instruction to queries (M-BEIR instructions TSV)")
-    task_weights: dict = option({}, "sampling weight per dataset (empty: proportional to size)")
+    task_weights: dict = option(
+        {},
+        "sampling weight per task group (empty: proportional to size); a group is one dataset id and task: "
+        "a per-dataset file's name (digits_t2i), or from query_file the dataset's name, with /task<N> when "
+        "it has several tasks (MSCOCO/task0)",
+    )
     group_by_length: bool = option(False, "batch queries of similar length together (less padding), in random windows")
     num_negatives: int = option(0, "hard negatives per query, from neg_cand_list or negatives_file")
     negatives_file: str = option("", "mined negatives JSONL (jfe mine) used instead of neg_cand_list")
@@ -117,6 +128,14 @@ class TrainConfig:
             raise ValueError("data_format mbeir needs mbeir_root")
         if self.data_format == "pairs" and not self.pairs_files:
             raise ValueError("data_format pairs needs pairs_files")
+        if self.query_file:
+            if self.data_format != "mbeir":
+                raise ValueError(f"query_file={self.query_file!r} is an M-BEIR query file: set data_format=mbeir")
+            if self.datasets:
+                raise ValueError(f"give query_file={self.query_file!r} or datasets={self.datasets}, not both")
+            if self.pool != "global":
+                # local pools are found by dataset name, and one query file holds several datasets
+                raise ValueError(f"query_file={self.query_file!r} needs pool=global (the union pool of the split)")
         if self.length_chunks < 1:
             raise ValueError(f"length_chunks={self.length_chunks} must be at least 1 (1: one pass per side)")
         if self.quantization and self.trainable != "lora":

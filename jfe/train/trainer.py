@@ -55,8 +55,12 @@ def build_dataset(config: TrainConfig) -> ContrastiveDataset:
     root = Path(resolve_builtin(config.mbeir_root, "data"))
     layout = MBeirLayout(root)
     images_root = config.images_root or root
-    names = config.datasets or layout.datasets(config.split)
-    queries = [q for name in names for q in load_queries(layout.query_file(name, config.split), images_root)]
+    if config.query_file:
+        # UniIR's up-sampled union file repeats qids on purpose: each row is an example, as in UniIR
+        queries = load_queries(root / config.query_file, images_root, allow_duplicate_ids=True)
+    else:
+        names = config.datasets or layout.datasets(config.split)
+        queries = [q for name in names for q in load_queries(layout.query_file(name, config.split), images_root)]
     if config.pool == "global":
         pool = CandidatePool.load(layout.global_pool_file(config.split), images_root)
     else:

@@ -1,12 +1,16 @@
 """ContrastiveDataset: what one training example holds, drawn reproducibly per (index, epoch)."""
 
+from collections import defaultdict
+from dataclasses import replace
+
 import pytest
 
-from jfe.data.dataset import ContrastiveDataset, ExampleOptions
+from jfe.data.dataset import ContrastiveDataset, ExampleOptions, group_labels
 from jfe.data.instructions import Instructions
 from jfe.data.mbeir import CandidatePool, Query, Record, dataset_id_of, load_queries
 from jfe.data.mimic import MimicOptions
 from jfe.data.pairs import InMemoryPool
+from jfe.data.sampler import TaskBatchSampler
 from jfe.inputs import BadInputError
 from jfe.lengths import guessed_length
 from tests.conftest import make_image
@@ -151,9 +155,28 @@ def test_skip_bad_inputs_returns_the_skip_marker_or_raises_naming_the_file(tmp_p
     assert example["bad"] == [f"candidate 1:21: image file not found: {tmp_path / '21.png'}"]
 
 
-def test_positives_must_be_in_the_pool(tmp_path):
-    with pytest.raises(BadInputError, match=r"query 1:q0: positive\(s\) \['1:77'\] not in the candidate pool"):
-        _dataset(tmp_path, queries=[_query(positives=("1:0", "1:77"))])
+def test_a_positive_missing_from_the_pool_is_dropped_and_counted(tmp_path, caplog):
+    queries = [
+        _query(qid="1:q0", positives=("1:0", "1:77", "1:78")),
+        _query(qid="1:q1", positives=("1:1",)),
+        _query(qid="1:q0", positives=("1:0", "1:77", "1:78")),  # an up-sampled repeat counts again
+    ]
+    with caplog.at_level("WARNING", logger="jfe.data.dataset"):
+        ds = _dataset(tmp_path, queries=queries)
+    assert ds.missing_positives == 4
+    assert [q.positives for q in ds.queries] == [("1:0",), ("1:1",), ("1:0",)]
+    assert {ds.positive_of(0, e) for e in EPOCHS} == {"1:0"}
+    assert ds[(0, 3)]["relevant_ids"] == ["1:0"]
+    (record,) = [r for r in caplog.records if "not in the candidate pool" in r.getMessage()]  # logged once
+    assert record.getMessage().startswith("4 positive(s) of 2 query row(s) are not in the candidate pool")
+    assert "1:q0: 1:77, 1:78" in record.getMessage()
+    # an error only when a query has none left, naming it
+    with pytest.raises(
+        BadInputError, match=r"query 1:q2: none of its positive\(s\) \['1:77'\] is in the candidate pool"
+    ):
+        _dataset(tmp_path, queries=[queries[1], _query(qid="1:q2", positives=("1:77",))])
+    with pytest.raises(BadInputError, match=r"query 1:q3: it has no positive"):
+        _dataset(tmp_path, queries=[_query(qid="1:q3", positives=())])
 
 
 def test_length_of_is_the_guessed_length(tmp_path):
@@ -186,3 +209,89 @@ def test_on_the_mbeir_sample_instructions_come_from_the_tsv(mbeir_root):
     assert example["query"].text == "rotated" and example["query"].image.size == (16, 16)
     assert example["positive_id"] == "3:10" and example["negative_ids"] == ["3:11"]
     assert example["relevant_ids"] == ["3:10"]
+
+
+def _task_query(qid, task_id, dataset):
+    return Query(qid, "what", None, "text", (f"{qid}:pos",), task_id=task_id, dataset=dataset)
+
+
+def test_groups_are_one_dataset_id_and_task_each_named_readably(tmp_path):
+    queries = [
+        # per-dataset files, one dataset id and task each (M-BEIR's layout): named after the file, as before
+        _task_query("1:1", 0, "toy_t2i"),
+        _task_query("1:2", 0, "toy_t2i"),
+        _task_query("2:1", 3, "toy_i2t"),
+        # UniIR's union file: every dataset and task in one file
+        _task_query("9:1", 0, "union_up"),
+        _task_query("9:2", 3, "union_up"),
+        _task_query("9:3", 0, "union_up"),
+        _task_query("4:1", 4, "union_up"),
+        _task_query("20:1", 0, "union_up"),
+        _task_query("77:1", 1, "union_up"),
+        # one file with two tasks is two groups
+        _task_query("5:1", 6, "oven"),
+        _task_query("5:2", 8, "oven"),
+        # the pair format: its task
+        Query("mine:q0", "x", None, "text", ("mine:1",), dataset="mine"),
+    ]
+    pool = InMemoryPool({d: Record(d, "doc", None, "text") for q in queries for d in q.positives})
+    instructions = Instructions({}, names={"20": "digits_t2i"})
+    ds = ContrastiveDataset(queries, pool, instructions)
+    assert ds.groups() == {
+        "toy_t2i": [0, 1],
+        "toy_i2t": [2],
+        "MSCOCO/task0": [3, 5],  # UniIR's names for the dataset ids, with the task when there are several
+        "MSCOCO/task3": [4],
+        "NIGHTS": [6],
+        "digits_t2i": [7],  # the instruction table's names first
+        "77": [8],  # an id nobody names
+        "OVEN/task6": [9],
+        "OVEN/task8": [10],
+        "mine": [11],
+    }
+    # without an instruction table, UniIR's names
+    assert ContrastiveDataset(queries, pool).groups()["20"] == [7]
+    # names that meet fall back to the ids, which cannot
+    clash = [_task_query("1:1", 0, "NIGHTS"), _task_query("4:1", 4, "union_up"), _task_query("9:1", 0, "union_up")]
+    assert sorted(group_labels(clash).values()) == ["1/task0", "4/task4", "MSCOCO"]
+
+
+def test_a_union_file_groups_as_its_per_dataset_files_do(mbeir_root):
+    names = ("toy_t2i", "toy_i2t", "toy_it2i")
+    files = [mbeir_root / f"query/test/mbeir_{name}_test.jsonl" for name in names]
+    union = mbeir_root / "query/union_test/mbeir_union_up_test.jsonl"
+    union.parent.mkdir(parents=True)
+    union.write_text("".join(f.read_text() for f in files))
+    pool = CandidatePool.load(mbeir_root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl", mbeir_root)
+    instructions = Instructions.load(mbeir_root / "instructions/query_instructions.tsv")
+    per_file = ContrastiveDataset([q for f in files for q in load_queries(f, mbeir_root)], pool, instructions)
+    one_file = ContrastiveDataset(load_queries(union, mbeir_root), pool, instructions)
+    assert per_file.groups() == one_file.groups() == {"toy_t2i": [0, 1], "toy_i2t": [2], "toy_it2i": [3]}
+
+
+@pytest.mark.slow
+def test_digits_groups_and_plans_are_those_of_the_file_names(tmp_path):
+    """The tiny demo trains on exactly the batches it did when groups were the query files' names,
+    and a union file of the same queries gives the same groups."""
+    from jfe.train.config import load_config
+    from jfe.train.trainer import build_dataset
+
+    config = replace(load_config("recipes/tiny-stage2.yaml"), output_dir="unused")
+    ds = build_dataset(config)
+    by_file = defaultdict(list)
+    for i, q in enumerate(ds.queries):
+        by_file[q.dataset].append(i)
+    assert ds.groups() == dict(by_file) and set(by_file) == set(config.task_weights)
+    for weights in (config.task_weights, None):
+        plans = [
+            TaskBatchSampler(groups, 32, seed=0, weights=weights, positive_of=ds.positive_of).plan(epoch)
+            for groups in (ds.groups(), dict(by_file))
+            for epoch in (0, 1)
+        ]
+        assert plans[:2] == plans[2:]
+    union = tmp_path / "mbeir_union_up_train.jsonl"
+    root = ds.instructions.path.parents[1]
+    union.write_text("".join(p.read_text() for p in sorted((root / "query/train").glob("*.jsonl"))))
+    from_union = build_dataset(replace(config, query_file=str(union)))
+    labels = {name: {ds.queries[i].id for i in indices} for name, indices in ds.groups().items()}
+    assert {name: {from_union.queries[i].id for i in idx} for name, idx in from_union.groups().items()} == labels

@@ -66,3 +66,140 @@ def test_dataset_id_of_reads_the_prefix_of_qids_and_dids():
     assert dataset_id_of("9:123") == "9"
     assert dataset_id_of("digits_t2i:q4") == "digits_t2i"
     assert dataset_id_of("7:1:2") == "7"  # only the first colon separates
+
+
+TEN_MB = 10 * 2**20
+
+
+def _write_lines(path, lines):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(line + "\n" for line in lines)
+    return path
+
+
+def _until_over(limit, line_of):
+    """Lines ``line_of(0), line_of(1), ...`` until they hold more than ``limit`` bytes."""
+    lines, size = [], 0
+    while size <= limit:
+        lines.append(line_of(len(lines)))
+        size += len(lines[-1]) + 1
+    return lines
+
+
+def test_files_whose_optional_fields_first_appear_after_10_mb_load(tmp_path):
+    # As UniIR's union pools begin: ~a million VisualNews image rows without src_content or txt,
+    # then candidates with text, no image, src_content and fields jfe does not know.
+    head = _until_over(
+        TEN_MB,
+        lambda i: json.dumps(
+            {"did": f"0:{i}", "img_path": f"mbeir_images/visualnews_images/{i:08d}.jpg", "modality": "image"}
+        ),
+    )
+    tail = [
+        json.dumps({"did": "9:1", "txt": "a dog", "img_path": None, "modality": "text", "src_content": '{"id": 1}'}),
+        json.dumps({"did": "9:2", "txt": "a cat", "modality": "text", "src_content": {"id": 2}, "extra": [1, "x"]}),
+    ]
+    pool_path = _write_lines(tmp_path / "cand_pool/global/mbeir_union_train_cand_pool.jsonl", head + tail)
+    pool = CandidatePool.load(pool_path, tmp_path)
+    assert len(pool) == len(head) + 2
+    assert pool["0:0"].image == str(tmp_path / "mbeir_images/visualnews_images/00000000.jpg")
+    assert pool["0:0"].text is None
+    assert (pool["9:1"].text, pool["9:1"].image, pool["9:1"].modality) == ("a dog", None, "text")
+    assert pool["9:2"].text == "a cat"
+    # the same for a query file whose query_txt, query_src_content and task 3's fields come late
+    image_query = {"query_img_path": "q.jpg", "query_modality": "image", "pos_cand_list": ["0:1"], "neg_cand_list": []}
+    head = _until_over(TEN_MB, lambda i: json.dumps({"qid": f"0:{i}", **image_query, "task_id": 3}))
+    tail = [
+        json.dumps(
+            {
+                "qid": "9:1",
+                "query_txt": "a dog",
+                "query_modality": "text",
+                "query_src_content": '{"id": 1}',
+                "pos_cand_list": ["9:1"],
+                "neg_cand_list": ["9:2"],
+                "task_id": 1,
+                "unknown": {"deep": [1]},
+            }
+        )
+    ]
+    queries = load_queries(_write_lines(tmp_path / "query/train/mbeir_union_up_train.jsonl", head + tail), tmp_path)
+    assert len(queries) == len(head) + 1
+    assert (queries[0].text, queries[0].task_id, queries[0].positives) == (None, 3, ("0:1",))
+    last = queries[-1]
+    assert (last.id, last.text, last.image, last.task_id, last.negatives) == ("9:1", "a dog", None, 1, ("9:2",))
+
+
+def test_ids_stay_strings_and_unknown_fields_are_ignored(tmp_path):
+    pool_path = _write_lines(
+        tmp_path / "pool.jsonl",
+        [
+            json.dumps({"did": "9:007", "txt": "x", "modality": "text", "src_content": {"a": 1}, "new_field": 3}),
+            json.dumps({"did": "10", "txt": "y", "img_path": None, "modality": "text", "src_content": None}),
+        ],
+    )
+    pool = CandidatePool.load(pool_path)
+    assert "9:007" in pool and "10" in pool and pool["10"].text == "y"
+    assert pool.table.column_names == ["did", "txt", "img_path", "modality"]
+    query = {
+        "qid": "9:01",
+        "query_txt": "x",
+        "query_modality": "text",
+        "pos_cand_list": ["9:007"],
+        "neg_cand_list": [],
+        "task_id": 1,
+        "query_src_content": {"nested": True},
+        "version": 2,
+    }
+    (q,) = load_queries(_write_lines(tmp_path / "q.jsonl", [json.dumps(query)]))
+    assert (q.id, q.positives, q.image) == ("9:01", ("9:007",), None)
+
+
+def test_a_field_of_another_type_names_file_and_line(tmp_path):
+    good = json.dumps({"did": "1:1", "txt": "x", "modality": "text"})
+    path = _write_lines(tmp_path / "pool.jsonl", [good, json.dumps({"did": 12, "txt": "y", "modality": "text"})])
+    with pytest.raises(DataFormatError, match=r"pool\.jsonl:2: 'did' should be a string, got a number \(12\)"):
+        CandidatePool.load(path)
+    _write_lines(path, [good, json.dumps({"did": "1:2", "txt": ["a", "b"], "modality": "text"})])
+    with pytest.raises(DataFormatError, match=r"pool\.jsonl:2: 'txt' should be a string, got a list"):
+        CandidatePool.load(path)
+    query = {"qid": "1:1", "query_txt": "x", "query_modality": "text", "pos_cand_list": ["1:1"], "neg_cand_list": []}
+    qpath = _write_lines(
+        tmp_path / "q.jsonl", [json.dumps({**query, "task_id": 1}), json.dumps({**query, "task_id": "1"})]
+    )
+    with pytest.raises(DataFormatError, match=r"q\.jsonl:2: 'task_id' should be an integer, got a string"):
+        load_queries(qpath)
+    _write_lines(qpath, [json.dumps({**query, "task_id": 1, "pos_cand_list": [1]})])
+    with pytest.raises(DataFormatError, match=r"q\.jsonl:1: 'pos_cand_list\[0\]' should be a string, got a number"):
+        load_queries(qpath)
+
+
+def test_required_query_fields_and_positive_ids(tmp_path):
+    query = {"qid": "1:1", "query_txt": "x", "query_modality": "text", "pos_cand_list": ["1:1"], "neg_cand_list": []}
+    qpath = _write_lines(
+        tmp_path / "q.jsonl", [json.dumps({**query, "task_id": 1}), json.dumps({**query, "qid": "1:2"})]
+    )
+    with pytest.raises(DataFormatError, match=r"q\.jsonl:2: missing key\(s\) \['task_id'\]"):
+        load_queries(qpath)
+    _write_lines(qpath, [json.dumps({**query, "task_id": 1, "pos_cand_list": ["1:1", None]})])
+    with pytest.raises(DataFormatError, match=r"q\.jsonl:1: pos_cand_list of query 1:1 holds a null or empty id"):
+        load_queries(qpath)
+    # a null negative names nothing to draw: dropped
+    _write_lines(qpath, [json.dumps({**query, "task_id": 1, "neg_cand_list": ["1:2", None, ""]})])
+    assert load_queries(qpath)[0].negatives == ("1:2",)
+    pool = _write_lines(tmp_path / "pool.jsonl", [json.dumps({"did": "1:1", "txt": "x"})])
+    with pytest.raises(DataFormatError, match=r"pool\.jsonl:1: missing key\(s\) \['modality'\]"):
+        CandidatePool.load(pool)
+
+
+def test_repeated_qids_are_separate_queries_when_allowed(mbeir_root):
+    # UniIR's up-sampled union training file repeats a qid as several rows
+    path = mbeir_root / "query/test/mbeir_toy_t2i_test.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[1], lines[0], lines[0]]) + "\n")
+    with pytest.raises(DataFormatError, match=r"mbeir_toy_t2i_test\.jsonl:3: duplicate qid '1:1'"):
+        load_queries(path, mbeir_root)
+    queries = load_queries(path, mbeir_root, allow_duplicate_ids=True)
+    assert [q.id for q in queries] == ["1:1", "1:2", "1:1", "1:1"]
+    assert queries[0] == queries[2] == queries[3]

@@ -60,3 +60,21 @@ def test_gradcache_with_zero3_is_refused():
         TrainConfig(
             model="m", output_dir="o", mbeir_root="r", gradcache_chunk_size=4, deepspeed="deepspeed_configs/zero3.json"
         ).validate()
+
+
+def test_query_file_replaces_the_per_dataset_files_of_a_global_pool(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: m\noutput_dir: o\nmbeir_root: r\nquery_file: query/union_train/mbeir_union_up_train.jsonl\n"
+    )
+    config = load_config(str(recipe))
+    assert config.query_file == "query/union_train/mbeir_union_up_train.jsonl" and config.pool == "global"
+    config.validate()
+    base = {"model": "m", "output_dir": "o", "mbeir_root": "r", "query_file": "q.jsonl"}
+    with pytest.raises(ValueError, match=r"query_file='q\.jsonl' needs pool=global"):
+        TrainConfig(**base, pool="local").validate()
+    with pytest.raises(ValueError, match=r"give query_file='q\.jsonl' or datasets=\['a'\], not both"):
+        TrainConfig(**base, datasets=["a"]).validate()
+    with pytest.raises(ValueError, match="set data_format=mbeir"):
+        TrainConfig(**base, data_format="pairs", pairs_files=["p.jsonl"]).validate()
+    assert TrainConfig().query_file == ""  # off by default: one file per dataset, as before
