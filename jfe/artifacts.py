@@ -115,6 +115,7 @@ class EvalReport(Artifact):
     split: str = "test"
     pool: str = "local"
     probe: dict[str, Any] | None = None  # {"ablate": "image"|"text", "tasks": {task: {metric, ablated, change}}}
+    instructions: dict[str, Any] | None = None  # {"policy": "uniir"|"first"|"all", "seed": int, "uniir_format": bool}
 
     @classmethod
     def find_exported(cls, folder: str | os.PathLike) -> EvalReport | None:

@@ -1,4 +1,5 @@
-"""Where jfe builds the tiny model and the demo data on first use, and the ``builtin:`` names for them."""
+"""Where jfe keeps what it builds on first use (the tiny model, the digits benchmark, Arrow copies of
+large JSONL files). Imports nothing of jfe, so any module may ask for it."""
 
 from __future__ import annotations
 
@@ -12,40 +13,3 @@ def cache_dir() -> Path:
         return Path(os.environ["JFE_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "jfe"
-
-
-def tiny_model(arch: str = "qwen2_vl", seed: int = 0) -> Path:
-    """The tiny random-init checkpoint for ``arch``, built into the cache the first time."""
-    from jfe.tiny import TINY_SHAPE, build_tiny_model
-
-    # The folder name carries the shape, so a checkpoint cached with another shape is never picked up.
-    shape = "h{hidden}-l{layers}-v{vision_hidden}".format(**TINY_SHAPE)
-    path = cache_dir() / f"tiny-{arch}-{shape}-seed{seed}"
-    if not (path / "config.json").is_file():
-        build_tiny_model(path, arch=arch, seed=seed, **TINY_SHAPE)
-    return path
-
-
-def digits_benchmark(seed: int = 0) -> Path:
-    """The digits benchmark in M-BEIR layout, built into the cache the first time."""
-    from jfe.benchmarks.digits import ensure_digits_mbeir
-
-    return ensure_digits_mbeir(cache_dir() / "digits-mbeir", seed=seed)
-
-
-BUILTIN_MODELS = {"tiny": "qwen2_vl", "tiny-qwen2_vl": "qwen2_vl", "tiny-qwen2_5_vl": "qwen2_5_vl"}
-BUILTIN_DATA = ("digits",)
-
-
-def resolve_builtin(value: str, kind: str) -> str:
-    """``builtin:tiny`` / ``builtin:digits`` -> the path of the offline tiny model / benchmark,
-    built on first use; any other value is returned as it is. ``kind`` is "model" or "data"."""
-    if not value.startswith("builtin:"):
-        return value
-    name = value.split(":", 1)[1]
-    if kind == "model" and name in BUILTIN_MODELS:
-        return str(tiny_model(BUILTIN_MODELS[name]))
-    if kind == "data" and name in BUILTIN_DATA:
-        return str(digits_benchmark())
-    known = [f"builtin:{n}" for n in (BUILTIN_MODELS if kind == "model" else BUILTIN_DATA)]
-    raise ValueError(f"unknown builtin {value!r} for {kind}; known: {', '.join(known)}")

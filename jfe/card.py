@@ -143,6 +143,13 @@ def render_model_card(folder: str | os.PathLike, license: str = "apache-2.0") ->
         lines += [_stage_section(i + 1, s) for i, s in enumerate(stages)]
     if evaluation:
         lines += [f"## Evaluation ({evaluation.split} split, {evaluation.pool} pool)", ""]
+        if evaluation.instructions:
+            how = evaluation.instructions
+            lines += [
+                f"Query instructions: policy `{how.get('policy')}` (seed {how.get('seed')}); UniIR's text format "
+                f"{'on' if how.get('uniir_format') else 'off'}. Recall@k is UniIR's hit rate, per (dataset, task).",
+                "",
+            ]
         lines += [to_markdown(evaluation.metrics), ""]
         if evaluation.probe:
             probe = evaluation.probe

@@ -54,10 +54,11 @@ def _print_table(results: DemoResults) -> None:
 
 
 def run_demo(out: Path, stage1_steps: int | None = None, stage2_steps: int | None = None) -> DemoResults:
-    from jfe.cache import digits_benchmark, tiny_model
+    from jfe.builtins import digits_benchmark, tiny_model
     from jfe.embedder import Embedder
     from jfe.export import export
     from jfe.retrieval.evaluate import evaluate_mbeir, model_fingerprint
+    from jfe.retrieval.items import TextStyle
     from jfe.train.config import load_config
     from jfe.train.trainer import run
 
@@ -70,7 +71,9 @@ def run_demo(out: Path, stage1_steps: int | None = None, stage2_steps: int | Non
     def evaluate(model_dir: Path, name: str, **kwargs) -> dict:
         embedder = Embedder.from_pretrained(model_dir, dtype="float32", device="cpu")
         work = out / "eval" / f"{name}-{model_fingerprint(model_dir)}"
-        return evaluate_mbeir(embedder, data, split="test", pool="local", work_dir=work, **kwargs)
+        # as the tiny recipes train: the first prompt's wording and the texts as written
+        style = TextStyle("first", uniir_format=False)
+        return evaluate_mbeir(embedder, data, split="test", pool="local", work_dir=work, style=style, **kwargs)
 
     results = DemoResults(stages={}, ablation={})
     _banner("2/6 evaluating the untrained model")

@@ -1,6 +1,7 @@
 from transformers import AutoConfig
 
-from jfe.cache import cache_dir, tiny_model
+from jfe.builtins import tiny_model
+from jfe.cache import cache_dir
 from jfe.tiny import TINY_SHAPE
 
 

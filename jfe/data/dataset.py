@@ -15,7 +15,7 @@ from jfe.data.instructions import Instructions
 from jfe.data.mbeir import Query, Record, dataset_id_of
 from jfe.data.mimic import MimicOptions, augment
 from jfe.data.sampler import example_rng
-from jfe.data.uniir import dataset_name
+from jfe.data.uniir import dataset_name, format_query, format_string
 from jfe.formatting import EmbedInput
 from jfe.inputs import BadInputError, load_image
 from jfe.lengths import guessed_length
@@ -38,6 +38,7 @@ class ExampleOptions:
     skip_bad_inputs: bool = False
     seed: int = 0  # seeds positives, negatives, instructions and MiMIC draws
     mimic: MimicOptions = field(default_factory=MimicOptions)
+    uniir_format: bool = False  # UniIR's format_string on texts, the joined prompt and query text included
 
 
 class Stream(IntEnum):
@@ -125,9 +126,13 @@ class ContrastiveDataset(torch.utils.data.Dataset):
             return q.instruction
         return self.instructions.for_train(q, self._rng(Stream.INSTRUCTION, epoch, index))
 
-    def _load(self, record: Record, side: str, rng) -> EmbedInput:
+    def _candidate(self, did: str, rng) -> EmbedInput:
+        record = self.pool[did]
+        text = (format_string(record.text) or None) if self.options.uniir_format else record.text
+        return self._load(record, "candidate", rng, text)
+
+    def _load(self, record: Record, side: str, rng, text: str | None) -> EmbedInput:
         image = load_image(record.image, f"{side} {record.id}") if record.image else None
-        text = record.text
         if self.options.mimic.applies(side):
             text, image = augment(text, image, self.options.mimic, rng)
         return EmbedInput(text=text, image=image)
@@ -136,9 +141,13 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         q = self.queries[index]
         rng = self._rng(Stream.AUGMENTATION, epoch, index)
+        instruction, text = self.instruction_of(index, epoch), q.text
+        if self.options.uniir_format:
+            # as UniIR embeds a query: format_string(f"{format_string(prompt)} {query_txt}")
+            instruction, text = format_query(instruction, q.text)
         try:
-            query = self._load(q, "query", rng)
-            positive = self._load(self.pool[self.positive_of(index, epoch)], "candidate", rng)
+            query = self._load(q, "query", rng, text)
+            positive = self._candidate(self.positive_of(index, epoch), rng)
         except BadInputError as err:
             if not self.options.skip_bad_inputs:
                 raise
@@ -146,7 +155,7 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         negatives, negative_ids, bad = [], [], []
         for did in self.negatives_of(index, epoch):
             try:
-                negatives.append(self._load(self.pool[did], "candidate", rng))
+                negatives.append(self._candidate(did, rng))
                 negative_ids.append(did)
             except BadInputError as err:
                 if not self.options.skip_bad_inputs:
@@ -155,7 +164,7 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         return {
             "qid": q.id,
             "query": query,
-            "instruction": self.instruction_of(index, epoch),
+            "instruction": instruction,
             "positive": positive,
             "negatives": negatives,
             "positive_id": self.positive_of(index, epoch),

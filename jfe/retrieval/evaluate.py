@@ -30,11 +30,19 @@ from jfe.data.instructions import Instructions
 from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
 from jfe.retrieval.encode import EncodeItem, encode_items, encode_to_shards
 from jfe.retrieval.index import build_index
+from jfe.retrieval.items import (
+    UNIIR_STYLE,
+    TextStyle,
+    add_text_style_arguments,
+    candidate_items,
+    query_items,
+    text_style,
+)
 from jfe.retrieval.metrics import to_markdown
-from jfe.retrieval.scoring import read_dataset_names, score_mbeir, with_headline
+from jfe.retrieval.scoring import over_prompts, read_dataset_names, score_mbeir, with_headline
 from jfe.retrieval.search import search, write_trec_run
 from jfe.retrieval.shards import default_num_shards, read_embeddings
-from jfe.retrieval.trec import read_qrels, read_qrels_tasks, read_run
+from jfe.retrieval.trec import read_qrels, read_qrels_tasks, read_runs
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +66,8 @@ def ablate(items: list[EncodeItem], modality: str | None) -> list[EncodeItem]:
     return [replace(it, **{modality: None}) if it.image and it.text else it for it in items]
 
 
-def _pool_index(embedder, pool: CandidatePool, work: Path | None, batch_size: int, num_workers: int):
-    items = [EncodeItem(r.id, r.text, r.image) for r in pool.records()]
+def _pool_index(embedder, pool: CandidatePool, work: Path | None, batch_size: int, num_workers: int, style: TextStyle):
+    items = candidate_items(pool.records(), style)
     if work is None:
         vectors, _ = encode_items(embedder, items, batch_size, num_workers, progress=f"pool {pool.path.name}")
         ids = [it.id for it in items]
@@ -92,21 +100,25 @@ def evaluate_mbeir(
     num_workers: int = 0,
     multimodal_only: bool = False,
     run_format: str = "trec",
+    style: TextStyle = UNIIR_STYLE,
 ) -> dict[str, dict[str, float]]:
     """:func:`jfe.retrieval.scoring.score_mbeir`'s table (per (dataset, task) pair, plus ``"average"``) of
     ``embedder`` on one split of an M-BEIR root: what ``jfe eval --run`` prints for the runs it writes
     (``runs_dir/{name}.trec``, in ``run_format`` columns) with the root's qrels and instruction file.
 
     Datasets are named by the root's instruction TSV, else by their query file when one file holds the
-    dataset id. ``multimodal_only`` scores only the image+text queries (what the modality probe compares)."""
+    dataset id. ``multimodal_only`` scores only the image+text queries (what the modality probe compares).
+    ``style`` picks each query's prompt and whether texts get UniIR's ``format_string`` (by default as
+    UniIR: a prompt drawn per query, texts formatted)."""
     layout = MBeirLayout(Path(root))
     instructions = Instructions.load(layout.instructions_file)
     names = datasets or layout.datasets(split)
-    work = Path(work_dir) if work_dir else None
+    # candidates embed differently with and without UniIR's formatting, so each has its own cache
+    work = Path(work_dir) / ("uniir-format" if style.uniir_format else "raw") if work_dir else None
     shared_index = None
     if pool == "global":
         union = CandidatePool.load(layout.global_pool_file(split), layout.root)
-        shared_index = _pool_index(embedder, union, work / "global" if work else None, batch_size, num_workers)
+        shared_index = _pool_index(embedder, union, work / "global" if work else None, batch_size, num_workers, style)
     run: dict[str, dict[str, float]] = {}
     qrels: dict[str, dict[str, int]] = {}
     tasks: dict[str, int] = {}
@@ -121,10 +133,10 @@ def evaluate_mbeir(
                 continue
         if shared_index is None:
             local = CandidatePool.load(layout.local_pool_file(name, split), layout.root)
-            index, ids = _pool_index(embedder, local, work / name if work else None, batch_size, num_workers)
+            index, ids = _pool_index(embedder, local, work / name if work else None, batch_size, num_workers, style)
         else:
             index, ids = shared_index
-        items = ablate([EncodeItem(q.id, q.text, q.image, instructions.for_eval(q)) for q in queries], ablate_modality)
+        items = ablate(query_items(queries, instructions, style), ablate_modality)
         vectors, _ = encode_items(embedder, items, batch_size, num_workers, progress=f"queries {name}")
         scores, dids = search(index, ids, vectors, k)
         qids = [q.id for q in queries]
@@ -152,17 +164,23 @@ def evaluate_mbeir(
     return score_mbeir(run, qrels, tasks, dataset_names, strict=True)
 
 
-def read_runs(paths: list[str | os.PathLike]) -> dict[str, dict[str, float]]:
-    """One run from several run files (e.g. end to end's one per dataset); a query may be in one only."""
-    run: dict[str, dict[str, float]] = {}
-    source: dict[str, str] = {}
-    for path in paths:
-        for qid, docs in read_run(path).items():
-            if qid in source:
-                raise ValueError(f"{path}: query {qid!r} is also in {source[qid]}")
-            source[qid] = str(path)
-            run[qid] = docs
-    return run
+def evaluate_every_prompt(embedder, root: str | os.PathLike, style: TextStyle, **kwargs) -> dict[str, dict[str, float]]:
+    """Policy ``all``: the table of each prompt in turn (queries with fewer prompts cycle through
+    theirs), reported as the mean over prompts with each metric's spread (max - min) beside it."""
+    table = Instructions.load(MBeirLayout(Path(root)).instructions_file)
+    count = max(len(prompts) for prompts in table.prompts.values())
+    runs_dir = kwargs.pop("runs_dir", None)
+    tables = [
+        evaluate_mbeir(
+            embedder,
+            root,
+            style=replace(style, instruction_policy="all", prompt_index=i),
+            runs_dir=Path(runs_dir) / f"prompt_{i + 1}" if runs_dir else None,
+            **kwargs,
+        )
+        for i in range(count)
+    ]
+    return over_prompts(tables)
 
 
 def probe_table(full: dict, ablated: dict, metric: str = "recall@1") -> dict[str, dict[str, float]]:
@@ -215,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", action="store_true", help="also save a bar chart of per-task recall")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
+    add_text_style_arguments(parser, policies=("uniir", "first", "all"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -247,11 +266,22 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
     )
+    style = text_style(args)
     # UniIR's 7 columns: the runs carry their task ids, and jfe eval --run prints this same table for them
-    table = evaluate_mbeir(embedder, args.mbeir_root, runs_dir=out / "runs", run_format="uniir", **common)
+    if style.instruction_policy == "all":
+        table = evaluate_every_prompt(
+            embedder, args.mbeir_root, style, runs_dir=out / "runs", run_format="uniir", **common
+        )
+        style = replace(style, instruction_policy="first")  # the probe compares one prompt per query
+    else:
+        table = evaluate_mbeir(
+            embedder, args.mbeir_root, runs_dir=out / "runs", run_format="uniir", style=style, **common
+        )
+    common["style"] = style
     shown = with_headline(table)
     print(to_markdown(shown))
     result = EvalReport(metrics=shown, model=args.model, split=args.split, pool=args.pool)
+    result.instructions = {"policy": args.instruction_policy, "seed": args.seed, "uniir_format": args.uniir_format}
     if args.ablate:
         full = evaluate_mbeir(embedder, args.mbeir_root, multimodal_only=True, **common)
         ablated = evaluate_mbeir(embedder, args.mbeir_root, multimodal_only=True, ablate_modality=args.ablate, **common)

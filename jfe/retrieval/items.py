@@ -45,14 +45,18 @@ class TextStyle:
     prompt_index: int = 0
 
 
-def candidate_items(records: Iterable[Record], style: TextStyle = TextStyle()) -> list[EncodeItem]:
+# UniIR's way, the default of every command
+UNIIR_STYLE = TextStyle()
+
+
+def candidate_items(records: Iterable[Record], style: TextStyle = UNIIR_STYLE) -> list[EncodeItem]:
     """Pool records as items, their text formatted as ``style`` says (no instruction)."""
     fmt = style.uniir_format
     return [EncodeItem(r.id, (format_string(r.text) or None) if fmt else r.text, r.image) for r in records]
 
 
 def query_items(
-    queries: Iterable[Query], instructions: Instructions | None, style: TextStyle = TextStyle()
+    queries: Iterable[Query], instructions: Instructions | None, style: TextStyle = UNIIR_STYLE
 ) -> list[EncodeItem]:
     """M-BEIR queries as items: the prompt ``style`` picks (none without ``instructions``) and the text,
     joined as UniIR joins them when ``style.uniir_format`` is on."""
@@ -70,7 +74,7 @@ def read_items(
     path: str | os.PathLike,
     images_root: str | os.PathLike | None = None,
     instruction_file: str | None = None,
-    style: TextStyle = TextStyle(),
+    style: TextStyle = UNIIR_STYLE,
 ) -> list[EncodeItem]:
     """Items of an M-BEIR candidate pool (``did``), M-BEIR query file (``qid``, with an instruction
     of the TSV chosen by ``style``) or pair-format file (the queries, with their own instructions)."""

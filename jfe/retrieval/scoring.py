@@ -129,7 +129,8 @@ def headline(table: Mapping[str, Mapping[str, float]]) -> float:
     for label, row in table.items():
         if label in (AVERAGE, HEADLINE):
             continue
-        cutoffs = tuple(int(m.split("@", 1)[1]) for m in row if m.startswith("recall@"))
+        # "recall@5 spread" (policy all) is not a cutoff of its own
+        cutoffs = tuple(int(m.split("@", 1)[1]) for m in row if m.startswith("recall@") and " " not in m)
         if cutoffs not in _HEADLINE_METRIC:
             raise ValueError(f"row {label!r} has recall cutoffs {cutoffs}, neither {DEFAULT_KS} nor {FASHION_KS}")
         values.append(row[_HEADLINE_METRIC[cutoffs]])
@@ -141,3 +142,17 @@ def headline(table: Mapping[str, Mapping[str, float]]) -> float:
 def with_headline(table: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
     """``table`` plus the :data:`HEADLINE` row (one metric, ``"recall"``): what ``jfe eval`` prints and saves."""
     return {**{k: dict(v) for k, v in table.items()}, HEADLINE: {"recall": headline(table)}}
+
+
+def over_prompts(tables: list[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    """One table from one table per prompt: each metric's mean over prompts, and beside it
+    ``"{metric} spread"`` (max - min), so a reader sees how much the instruction alone moves it."""
+    out: dict[str, dict[str, float]] = {}
+    for row in tables[0]:
+        metrics = [m for m in tables[0][row] if all(m in t.get(row, {}) for t in tables)]
+        values = {m: [float(t[row][m]) for t in tables] for m in metrics}
+        out[row] = {}
+        for m, vals in values.items():
+            out[row][m] = sum(vals) / len(vals)
+            out[row][f"{m} spread"] = max(vals) - min(vals)
+    return out

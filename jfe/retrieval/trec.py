@@ -103,3 +103,16 @@ def read_qrels_tasks(path: str | os.PathLike) -> dict[str, int]:
         if tasks.setdefault(qid, task) != task:
             raise ValueError(f"{path}:{lineno}: query {qid!r} has task_id {task} here but {tasks[qid]} earlier")
     return tasks
+
+
+def read_runs(paths: list[str | os.PathLike]) -> dict[str, dict[str, float]]:
+    """One run from several run files (e.g. end to end's one per dataset); a query may be in one only."""
+    run: dict[str, dict[str, float]] = {}
+    source: dict[str, str] = {}
+    for path in paths:
+        for qid, docs in read_run(path).items():
+            if qid in source:
+                raise ValueError(f"{path}: query {qid!r} is also in {source[qid]}")
+            source[qid] = str(path)
+            run[qid] = docs
+    return run

@@ -45,6 +45,9 @@ class TrainConfig:
     pairs_files: list = option([], "pair-format JSONL files (data_format: pairs)")
     images_root: str = option("", "folder image paths are relative to (default: the M-BEIR root / the file's folder)")
     use_instructions: bool = option(True, "prepend the task instruction to queries (M-BEIR instructions TSV)")
+    uniir_format: bool = option(
+        True, "M-BEIR texts as UniIR embeds them (format_string: capitalised, final period); pair data never"
+    )
     task_weights: dict = option(
         {},
         "sampling weight per task group (empty: proportional to size); a group is one dataset id and task: "

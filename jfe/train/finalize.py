@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from jfe.artifacts import LearnedTemperature
-from jfe.cache import resolve_builtin
+from jfe.builtins import resolve_builtin
 from jfe.embedder import Embedder
 from jfe.train.config import TrainConfig
 from jfe.train.model import load_embedder

@@ -17,7 +17,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from jfe.artifacts import RunStart, TrainSummary
-from jfe.cache import resolve_builtin
+from jfe.builtins import resolve_builtin
 from jfe.data.collator import ContrastiveCollator
 from jfe.data.dataset import ContrastiveDataset, ExampleOptions
 from jfe.data.instructions import Instructions
@@ -39,6 +39,7 @@ def build_dataset(config: TrainConfig) -> ContrastiveDataset:
         skip_bad_inputs=config.skip_bad_inputs,
         seed=config.seed,
         mimic=MimicOptions(config.caption_dropout, config.modality_mixin, config.mimic_apply_to),
+        uniir_format=config.uniir_format and config.data_format == "mbeir",
     )
     mined = None
     if config.negatives_file:

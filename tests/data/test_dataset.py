@@ -295,3 +295,26 @@ def test_digits_groups_and_plans_are_those_of_the_file_names(tmp_path):
     from_union = build_dataset(replace(config, query_file=str(union)))
     labels = {name: {ds.queries[i].id for i in indices} for name, indices in ds.groups().items()}
     assert {name: {from_union.queries[i].id for i in idx} for name, idx in from_union.groups().items()} == labels
+
+
+def test_uniir_format_prepares_texts_as_uniir_embeds_them(mbeir_root):
+    from jfe.data.dataset import ContrastiveDataset, ExampleOptions
+    from jfe.data.instructions import Instructions
+    from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
+    from jfe.data.uniir import format_string
+
+    layout = MBeirLayout(mbeir_root)
+    queries = load_queries(layout.query_file("toy_it2i", "test"), mbeir_root)
+    pool = CandidatePool.load(layout.local_pool_file("toy_it2i", "test"), mbeir_root)
+    table = Instructions.load(layout.instructions_file)
+    plain = ContrastiveDataset(queries, pool, table, options=ExampleOptions(seed=1))[(0, 0)]
+    uniir = ContrastiveDataset(queries, pool, table, options=ExampleOptions(seed=1, uniir_format=True))[(0, 0)]
+    assert plain["query"].text == "rotated" and uniir["query"].text == "rotated."
+    assert uniir["instruction"] == format_string(plain["instruction"])  # the same draw, formatted
+    texts = ContrastiveDataset(
+        load_queries(layout.query_file("toy_i2t", "test"), mbeir_root),
+        CandidatePool.load(layout.local_pool_file("toy_i2t", "test"), mbeir_root),
+        table,
+        options=ExampleOptions(uniir_format=True),
+    )[(0, 0)]
+    assert texts["positive"].text == "A seven."

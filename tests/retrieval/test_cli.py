@@ -334,12 +334,12 @@ def test_end_to_end_eval_with_modality_probe(saved_model, mbeir_root, tmp_path):
     tsv = ["--instruction-file", str(mbeir_root / "instructions/query_instructions.tsv")]
     assert _eval_run(tmp_path, runs, qrels, *tsv) == result["metrics"]
     assert (out / "eval.md").read_text() == to_markdown(result["metrics"]) + "\n"
-    # pool embeddings are cached as shards, keyed by the model's weights: a rerun reuses them,
-    # a retrained model saved at the same path does not
+    # pool embeddings are cached as shards, keyed by the model's weights and the text format: a rerun
+    # reuses them, a retrained model saved at the same path (or raw texts) does not
     from jfe.retrieval.evaluate import model_fingerprint
 
     cache = out / "pool_embeddings" / model_fingerprint(saved_model)
-    assert (cache / "toy_t2i" / "shard-00000-of-00001" / "meta.json").is_file()
+    assert (cache / "uniir-format" / "toy_t2i" / "shard-00000-of-00001" / "meta.json").is_file()
     assert [p.name for p in (out / "pool_embeddings").iterdir()] == [cache.name]
 
 

@@ -9,6 +9,7 @@ import ranx
 from jfe import Embedder
 from jfe.retrieval.encode import EncodeItem
 from jfe.retrieval.evaluate import ablate, evaluate_mbeir, probe_table
+from jfe.retrieval.items import TextStyle
 from jfe.retrieval.scoring import recall_ks
 
 TOY = ["toy_i2t", "toy_it2i", "toy_t2i"]
@@ -168,8 +169,11 @@ def test_end_to_end_table_is_what_eval_run_prints_for_its_runs(embedder, mbeir_r
 
 
 def test_evaluate_mbeir_scores_are_cosines_with_the_first_instruction(embedder, mbeir_root, tmp_path):
-    evaluate_mbeir(embedder, mbeir_root, datasets=["toy_it2i"], runs_dir=tmp_path / "full")
-    evaluate_mbeir(embedder, mbeir_root, datasets=["toy_it2i"], runs_dir=tmp_path / "ablated", ablate_modality="image")
+    raw = TextStyle("first", uniir_format=False)
+    evaluate_mbeir(embedder, mbeir_root, datasets=["toy_it2i"], runs_dir=tmp_path / "full", style=raw)
+    evaluate_mbeir(
+        embedder, mbeir_root, datasets=["toy_it2i"], runs_dir=tmp_path / "ablated", ablate_modality="image", style=raw
+    )
     docs = embedder.encode([{"image": str(mbeir_root / f"images/{i}.png")} for i in (4, 5)])
     docs = dict(zip(["3:10", "3:11"], docs, strict=True))
     query = {"text": "rotated", "image": str(mbeir_root / "images/3.png")}
@@ -184,6 +188,22 @@ def test_evaluate_mbeir_scores_are_cosines_with_the_first_instruction(embedder, 
         assert list(run) == sorted(docs, key=lambda d: -float(q @ docs[d]))
 
 
+def test_evaluate_mbeir_embeds_queries_as_uniir_by_default(embedder, mbeir_root, tmp_path):
+    """The default style: the prompt drawn for the qid, and UniIR's format_string on the joined text."""
+    from jfe.data.instructions import Instructions
+    from jfe.data.mbeir import MBeirLayout, load_queries
+    from jfe.data.uniir import format_string
+
+    layout = MBeirLayout(mbeir_root)
+    evaluate_mbeir(embedder, mbeir_root, datasets=["toy_it2i"], runs_dir=tmp_path)
+    (q,) = load_queries(layout.query_file("toy_it2i", "test"), mbeir_root)
+    prompt = format_string(Instructions.load(layout.instructions_file).for_query(q, "uniir", seed=0))
+    docs = embedder.encode([{"image": str(mbeir_root / f"images/{i}.png")} for i in (4, 5)])
+    vec = embedder.encode([{"text": "rotated.", "image": str(mbeir_root / "images/3.png")}], instruction=prompt)[0]
+    run = _read_trec(tmp_path / "toy_it2i.trec")["3:1"]
+    assert run == pytest.approx({d: float(vec @ v) for d, v in zip(["3:10", "3:11"], docs, strict=True)}, abs=2e-6)
+
+
 def test_multimodal_only_scores_only_image_and_text_queries(embedder, mbeir_root):
     full = evaluate_mbeir(embedder, mbeir_root)
     probed = evaluate_mbeir(embedder, mbeir_root, multimodal_only=True)
@@ -195,10 +215,35 @@ def test_cached_pool_shards_give_the_same_table(embedder, mbeir_root, tmp_path):
     direct = evaluate_mbeir(embedder, mbeir_root)
     work = tmp_path / "work"
     first = evaluate_mbeir(embedder, mbeir_root, work_dir=work)
-    assert sorted(p.name for p in work.iterdir()) == TOY  # pool caches are per query file
+    assert sorted(p.name for p in (work / "uniir-format").iterdir()) == TOY  # pool caches are per query file
     stamps = {p: p.stat().st_mtime_ns for p in work.rglob("meta.json")}
     again = evaluate_mbeir(embedder, mbeir_root, work_dir=work)
     assert {p: p.stat().st_mtime_ns for p in work.rglob("meta.json")} == stamps  # reused, not re-encoded
     assert first == again and list(direct) == list(first)
     for task, row in direct.items():
         assert first[task] == pytest.approx(row, abs=1e-6), task
+
+
+def test_over_prompts_reports_the_mean_and_the_spread():
+    from jfe.retrieval.scoring import over_prompts
+
+    tables = [{"a": {"recall@5": 0.5, "mrr@10": 0.2}}, {"a": {"recall@5": 0.7, "mrr@10": 0.4}, "b": {}}]
+    out = over_prompts(tables)
+    assert out == {"a": pytest.approx({"recall@5": 0.6, "recall@5 spread": 0.2, "mrr@10": 0.3, "mrr@10 spread": 0.2})}
+
+
+def test_policy_all_scores_every_prompt_and_eval_json_records_the_policy(tiny_model_dir, mbeir_root, tmp_path):
+    import json
+
+    from jfe import Embedder
+    from jfe.cli import main
+
+    model = tmp_path / "m"
+    Embedder.from_pretrained(tiny_model_dir, dtype="float32", device="cpu").save(model)
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(model), "--mbeir-root", str(mbeir_root), "--out", str(out)]
+    assert main([*args, "--instruction-policy", "all", "--seed", "3", "--datasets", "toy_i2t"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["instructions"] == {"policy": "all", "seed": 3, "uniir_format": True}
+    assert "recall@1 spread" in result["metrics"]["toy_i2t"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["prompt_1", "prompt_2", "prompt_3", "prompt_4"]
