@@ -61,7 +61,10 @@ class Instructions:
                 raise DataFormatError(f"{path}:{lineno}: expected at least one prompt after the 4 key columns")
             query_mod, cand_mod, name, dataset_id = (c.strip() for c in row[:4])
             prompts[(dataset_id, query_mod, cand_mod)] = [c.strip() for c in row[4:] if c.strip()]
-            names[dataset_id] = name
+            if names.setdefault(dataset_id, name) != name:
+                raise DataFormatError(
+                    f"{path}:{lineno}: dataset id {dataset_id} is {name!r} here but {names[dataset_id]!r}"
+                )
         return cls(prompts, path, names)
 
     def candidates(self, query: Query, cand_modality: str | None = None) -> list[str]:

@@ -26,8 +26,8 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
+from jfe.data.instructions import Instructions
 from jfe.data.mbeir import dataset_id_of
 from jfe.data.uniir import dataset_name
 from jfe.retrieval.metrics import per_query
@@ -50,22 +50,9 @@ def recall_ks(dataset: str) -> tuple[int, ...]:
 
 
 def read_dataset_names(path: str | os.PathLike) -> dict[str, str]:
-    """``{dataset_id: dataset_name}`` of an M-BEIR instruction TSV, read as UniIR reads it: split on tabs, the
-    header skipped, columns by position (dataset_name is the 3rd, dataset_id the 4th)."""
-    path = Path(path)
-    names: dict[str, str] = {}
-    with open(path, encoding="utf-8") as handle:
-        next(handle, None)
-        for lineno, line in enumerate(handle, start=2):
-            row = [cell.strip() for cell in line.rstrip("\r\n").split("\t")]
-            if not any(row):
-                continue
-            if len(row) < 4 or not row[2] or not row[3]:
-                raise ValueError(f"{path}:{lineno}: expected dataset_name and dataset_id in tab-separated columns 3-4")
-            name, dataset_id = row[2], row[3]
-            if names.setdefault(dataset_id, name) != name:
-                raise ValueError(f"{path}:{lineno}: dataset id {dataset_id} is {name!r} here but {names[dataset_id]!r}")
-    return names
+    """``{dataset_id: dataset_name}`` of an M-BEIR instruction TSV, read as UniIR reads it (see
+    :meth:`jfe.data.instructions.Instructions.load`)."""
+    return Instructions.load(path).names
 
 
 def _pair_order(pair: Pair) -> tuple:

@@ -212,7 +212,7 @@ def test_dataset_names_are_columns_3_and_4_of_the_instruction_tsv(tmp_path):
     tsv.write_text(INSTRUCTIONS.replace("dataset_name", "name", 1) + "\n")  # a renamed header is still skipped
     assert read_dataset_names(tsv) == {"1": "toy_t2i", "2": "toy_i2t", "3": "toy_it2i"}
     tsv.write_text(INSTRUCTIONS + "text\ttext\n")
-    with pytest.raises(ValueError, match=rf"^{re.escape(str(tsv))}:5: expected dataset_name and dataset_id"):
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tsv))}:5: expected at least one prompt"):
         read_dataset_names(tsv)
     tsv.write_text(INSTRUCTIONS + "image\timage\ttoy_i2i\t1\tFind it.\n")
     with pytest.raises(ValueError, match=rf"^{re.escape(str(tsv))}:5: dataset id 1 is 'toy_i2i' here but 'toy_t2i'"):
