@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jfe import backbones
 from jfe.cache import cache_dir
 
 
@@ -27,7 +28,8 @@ def digits_benchmark(seed: int = 0) -> Path:
     return ensure_digits_mbeir(cache_dir() / "digits-mbeir", seed=seed)
 
 
-BUILTIN_MODELS = {"tiny": "qwen2_vl", "tiny-qwen2_vl": "qwen2_vl", "tiny-qwen2_5_vl": "qwen2_5_vl"}
+# builtin:tiny is the demo's Qwen2-VL; builtin:tiny-<family> is any registered family's
+BUILTIN_MODELS = {"tiny": "qwen2_vl", **{f"tiny-{name}": name for name in backbones.names()}}
 BUILTIN_DATA = ("digits",)
 
 

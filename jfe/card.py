@@ -10,6 +10,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 
 from jfe.artifacts import EvalReport, TrainSummary
+from jfe.backbones import backbone_for
 from jfe.embedder import EmbedderConfig
 from jfe.retrieval.metrics import to_markdown
 from jfe.train.config import TrainConfig
@@ -83,11 +84,12 @@ def render_model_card(folder: str | os.PathLike, license: str = "apache-2.0") ->
     prompts = EmbedderConfig.load(folder).prompts
     evaluation = EvalReport.find_exported(folder)
     base = stages[0].base_model if stages else EmbedderConfig.load(folder).base_model
+    family = backbone_for(folder).card_tag
     data = ModelCardData(
         library_name="sentence-transformers",
         pipeline_tag="feature-extraction",
         license=license,
-        tags=["jfe", "sentence-transformers", "feature-extraction", "multimodal-retrieval", "early-fusion", "qwen2-vl"],
+        tags=["jfe", "sentence-transformers", "feature-extraction", "multimodal-retrieval", "early-fusion", family],
         base_model=base if base and not Path(base).exists() else None,
     )
     example_prompt = next(iter(prompts), None)

@@ -17,6 +17,7 @@ from transformers import AutoModel, AutoProcessor, BatchFeature
 
 from jfe.artifacts import EMBEDDER_CONFIG
 from jfe.atomic import atomic_dir
+from jfe.backbones import backbone_for
 from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, render, to_features
 from jfe.inference import embed_windows
 from jfe.inputs import to_embed_input
@@ -98,8 +99,11 @@ class Embedder(torch.nn.Module):
         device: str | torch.device | None = None,
         **model_kwargs: Any,
     ) -> Embedder:
-        """Load an image-text-to-text checkpoint folder (or one jfe saved) with its processor."""
+        """Load a checkpoint folder of a supported family (:mod:`jfe.backbones`), or one jfe saved,
+        with its processor."""
         path = os.fspath(path)
+        if os.path.isdir(path):
+            backbone_for(path)  # an unsupported family fails here, naming the supported ones
         device = torch.device(device) if device is not None else default_device()
         dtype = _as_dtype(dtype, device)
         model_kwargs.setdefault("attn_implementation", attention_implementation(device, dtype))

@@ -11,19 +11,14 @@ import os
 from pathlib import Path
 
 import torch
+import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import (
-    AutoConfig,
-    AutoModelForImageTextToText,
-    PreTrainedTokenizerFast,
-    Qwen2VLImageProcessor,
-    Qwen2VLProcessor,
-    Qwen2VLVideoProcessor,
-)
+from transformers import AutoConfig, AutoModelForImageTextToText, PreTrainedTokenizerFast, Qwen2VLImageProcessor
 
+from jfe import backbones
 from jfe.atomic import atomic_dir
 
-ARCHS = ("qwen2_vl", "qwen2_5_vl")
+ARCHS = backbones.names()
 
 # The built-in tiny model's shape (``builtin:tiny``, the demo, the tiny recipes). A 128-wide vision
 # tower was tried: 1.2x the step time, and composed-image Hit@1 rose on the digits val split but
@@ -93,62 +88,6 @@ def build_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
     )
 
 
-def _configs(arch: str, tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int, vision_hidden: int) -> dict:
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    heads = 4
-    head_dim = hidden // heads
-    # mrope splits head_dim/2 rotary frequencies across (temporal, height, width).
-    quarter = head_dim // 2 // 4
-    mrope_section = [head_dim // 2 - 2 * quarter, quarter, quarter]
-    special = {
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
-    }
-    text_config = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden,
-        "intermediate_size": hidden * 2,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 4096,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
-        **special,
-    }
-    vision_config = {
-        "depth": 2,
-        "hidden_size": hidden,  # the merger's output: the LLM's width
-        "num_heads": 4,
-        "patch_size": 4,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "in_channels": 3,
-    }
-    if arch == "qwen2_vl":
-        vision_config.update({"embed_dim": vision_hidden, "mlp_ratio": 2})
-    else:
-        vision_config.update(
-            {
-                "hidden_size": vision_hidden,
-                "intermediate_size": vision_hidden * 2,
-                "out_hidden_size": hidden,
-                "window_size": 16,
-                "fullatt_block_indexes": [1],
-            }
-        )
-    return {
-        "text_config": text_config,
-        "vision_config": vision_config,
-        "image_token_id": ids["<|image_pad|>"],
-        "video_token_id": ids["<|video_pad|>"],
-        "vision_start_token_id": ids["<|vision_start|>"],
-        "vision_end_token_id": ids["<|vision_end|>"],
-        "tie_word_embeddings": False,
-        **special,
-    }
-
-
 def build_tiny_model(
     out_dir: str | os.PathLike,
     arch: str = "qwen2_vl",
@@ -158,18 +97,19 @@ def build_tiny_model(
     vision_hidden: int | None = None,
 ) -> Path:
     """Write a random-init tiny VLM checkpoint to ``out_dir`` (atomically) and return its path."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    family = backbones.get(arch)
     out = Path(out_dir)
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
-    config = AutoConfig.for_model(arch, **_configs(arch, tokenizer, hidden, layers, vision_hidden or hidden))
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    kwargs = family.tiny_config(ids, len(tokenizer), hidden, layers, vision_hidden or hidden)
+    config = AutoConfig.for_model(arch, **kwargs)
     model = AutoModelForImageTextToText.from_config(config)
     # Small images keep the visual token count (and the CPU cost) low: 8x8 to 32x32 pixels.
     pixels = {"min_pixels": 8 * 8, "max_pixels": 32 * 32, "patch_size": 4, "merge_size": 2}
-    processor = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**pixels),
-        video_processor=Qwen2VLVideoProcessor(**pixels),
+    processor = getattr(transformers, family.processor_class)(
+        image_processor=Qwen2VLImageProcessor(**pixels),  # every family's checkpoints ship this one
+        video_processor=getattr(transformers, family.video_processor_class)(**pixels),
         tokenizer=tokenizer,
         chat_template=GENERATIVE_CHAT_TEMPLATE,
     )

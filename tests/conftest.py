@@ -31,9 +31,14 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tiny_model_dir, tmp_path_factory):
-    """Both tiny architectures, keyed by arch name."""
-    qwen25 = build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2.5-vl", arch="qwen2_5_vl", seed=0)
-    return {"qwen2_vl": tiny_model_dir, "qwen2_5_vl": qwen25}
+    """A tiny checkpoint of every registered family, keyed by its model type."""
+    from jfe import backbones
+
+    dirs = {"qwen2_vl": tiny_model_dir}
+    for arch in backbones.names():
+        if arch not in dirs:
+            dirs[arch] = build_tiny_model(tmp_path_factory.mktemp("models") / f"tiny-{arch}", arch=arch, seed=0)
+    return dirs
 
 
 def make_image(seed: int, size: tuple[int, int] = (16, 16)) -> Image.Image:

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 from sentence_transformers import SentenceTransformer
 
-from jfe import Embedder
+from jfe import Embedder, backbones
 from jfe.inputs import BadInputError
 from tests.conftest import make_image
 
@@ -35,8 +35,10 @@ def test_encode_shape_dtype_and_norm(embedder, images):
     assert np.abs(vecs[0] - vecs[3]).max() > 1e-3
 
 
+@pytest.mark.parametrize("arch", backbones.names())
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_embedding_alone_equals_embedding_in_padded_mixed_batch(embedder, images, side):
+def test_embedding_alone_equals_embedding_in_padded_mixed_batch(tiny_model_dirs, arch, images, side):
+    embedder = Embedder.from_pretrained(tiny_model_dirs[arch], dtype="float32", device="cpu")
     embedder.tokenizer.padding_side = side
     try:
         inputs = _mixed_inputs(images)
@@ -107,7 +109,7 @@ def test_save_then_load_gives_identical_embeddings(embedder, images, tmp_path):
     assert not list(tmp_path.glob(".saved.*")), "temporary folder left behind"
 
 
-@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("arch", backbones.names())
 def test_sentence_transformers_parity(tiny_model_dirs, arch, images, tmp_path):
     jfe_model = Embedder.from_pretrained(tiny_model_dirs[arch], dtype="float32", device="cpu")
     jfe_model.config.prompts = {"query": "Retrieve an image of the digit described."}

@@ -48,5 +48,7 @@ def test_seed_controls_the_weights(tmp_path):
 
 
 def test_unknown_arch_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown arch 'llava'"):
+    with pytest.raises(
+        ValueError, match="unsupported model family 'llava': jfe supports qwen2_5_vl, qwen2_vl, qwen3_vl"
+    ):
         build_tiny_model(tmp_path / "x", arch="llava")

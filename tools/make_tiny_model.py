@@ -1,6 +1,6 @@
 """Write a randomly initialised tiny Qwen2-VL-family checkpoint folder, offline.
 
-python tools/make_tiny_model.py OUT_DIR [--arch qwen2_vl|qwen2_5_vl] [--seed N] [--hidden H] [--layers L]
+python tools/make_tiny_model.py OUT_DIR [--arch qwen2_vl|qwen2_5_vl|qwen3_vl] [--seed N] [--hidden H] [--layers L]
     [--vision-hidden V]
 """
 

@@ -13,6 +13,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import BitsAndBytesConfig
 
+from jfe.backbones import backbone_for
 from jfe.embedder import Embedder
 from jfe.lengths import in_batch_order
 from jfe.train.config import TrainConfig
@@ -27,25 +28,26 @@ def training_device() -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
 
 
-def nf4_config(compute_dtype: str) -> BitsAndBytesConfig:
-    """QLoRA's 4-bit base: nf4 with double quantisation, computing in ``compute_dtype``."""
+def nf4_config(compute_dtype: str, skip: tuple[str, ...] = ("visual", "lm_head")) -> BitsAndBytesConfig:
+    """QLoRA's 4-bit base: nf4 with double quantisation, computing in ``compute_dtype``; the modules
+    in ``skip`` (a family's :attr:`~jfe.backbones.Backbone.quantization_skip`) stay in full precision."""
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
         bnb_4bit_use_double_quant=True,
-        # the vision tower stays in full precision: it is small and frozen
-        llm_int8_skip_modules=["visual", "lm_head"],
+        llm_int8_skip_modules=list(skip),
     )
 
 
 def load_embedder(config: TrainConfig, model_path: str, device: str = "cpu") -> Embedder:
     """The starting embedder on ``device`` with the trainable set of ``config`` (LoRA, full LLM or nothing)."""
+    family = backbone_for(model_path)
     kwargs = {}
     if config.quantization == "nf4":
         # bitsandbytes quantises when the weights are placed, so a 4-bit model is placed at load time
         kwargs["device_map"] = {"": device}
-        kwargs["quantization_config"] = nf4_config(config.dtype)
+        kwargs["quantization_config"] = nf4_config(config.dtype, family.quantization_skip)
     embedder = Embedder.from_pretrained(model_path, dtype=config.dtype, device=device, **kwargs)
     embedder.config.max_text_tokens = config.max_text_tokens
     model = embedder.model
@@ -54,7 +56,7 @@ def load_embedder(config: TrainConfig, model_path: str, device: str = "cpu") -> 
         param.requires_grad = False
     if config.trainable == "full":
         for name, param in model.named_parameters():
-            if config.train_vision or not name.startswith("visual"):
+            if config.train_vision or not name.startswith(family.vision_prefix):
                 param.requires_grad = True
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -1,0 +1,71 @@
+"""The vision-language families jfe supports, one small module each, and what differs between them.
+
+Everything else in jfe runs one code path for every family; code that needs a family's specifics
+asks :func:`backbone_for` instead of branching on a model name. Adding a family is one module here
+(registered by the import at the bottom) plus the parametrised tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# (special-token ids and vocabulary size of the tiny tokenizer, hidden, layers, vision hidden) -> config kwargs
+TinyConfig = Callable[[dict[str, int], int, int, int, int], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Backbone:
+    model_type: str  # transformers' config.model_type
+    card_tag: str  # the Hub tag of the family
+    patch_size: int  # of the released checkpoints' vision tower
+    merge_size: int  # patches merged per visual token, per side
+    tiny_config: TinyConfig
+    processor_class: str  # transformers processor class the family's checkpoints ship
+    video_processor_class: str
+    vision_prefix: str = "visual"  # the vision tower's module path inside the base model
+    # kept in full precision under QLoRA: the small vision tower (frozen) and the unused LM head
+    quantization_skip: tuple[str, ...] = ("visual", "lm_head")
+
+
+_REGISTRY: dict[str, Backbone] = {}
+
+
+def register(backbone: Backbone) -> Backbone:
+    if backbone.model_type in _REGISTRY:
+        raise ValueError(f"backbone {backbone.model_type!r} is registered twice")
+    _REGISTRY[backbone.model_type] = backbone
+    return backbone
+
+
+def names() -> tuple[str, ...]:
+    """The registered families' model types, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def get(model_type: str, where: str | None = None) -> Backbone:
+    """The registered family ``model_type``; anything else fails naming the registered ones."""
+    if model_type not in _REGISTRY:
+        source = f" ({where})" if where else ""
+        raise ValueError(f"unsupported model family {model_type!r}{source}: jfe supports {', '.join(names())}")
+    return _REGISTRY[model_type]
+
+
+def backbone_for(model_or_config: Any) -> Backbone:
+    """The family of a model, a config, or a checkpoint folder."""
+    if isinstance(model_or_config, (str, os.PathLike)):
+        path = Path(model_or_config) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found (not a checkpoint folder)")
+        return get(json.loads(path.read_text()).get("model_type", "?"), str(path))
+    config = getattr(model_or_config, "config", model_or_config)
+    return get(getattr(config, "model_type", "?"))
+
+
+from jfe.backbones import qwen2_5_vl, qwen2_vl, qwen3_vl  # noqa: E402  (registers the families)
+
+__all__ = ["Backbone", "backbone_for", "get", "names", "qwen2_5_vl", "qwen2_vl", "qwen3_vl", "register"]

@@ -1,0 +1,30 @@
+"""Qwen3-VL (and the Qwen3-VL-Embedding models built on it): patch 16, merge 2; interleaved mrope,
+learned position embeddings in the vision tower and deepstack features fed to early LLM layers."""
+
+from jfe.backbones import Backbone, register
+from jfe.backbones.tiny_text import HEADS, text_config, tiny
+
+
+def _tiny(ids: dict[str, int], vocab: int, hidden: int, layers: int, vision_hidden: int) -> dict:
+    text = text_config(ids, vocab, hidden, layers, head_dim=hidden // HEADS, rope={"mrope_interleaved": True})
+    vision = {
+        "hidden_size": vision_hidden,
+        "intermediate_size": vision_hidden * 2,
+        "out_hidden_size": hidden,
+        "num_position_embeddings": 64,  # a square number: a grid of learned positions
+        "deepstack_visual_indexes": [0],
+    }
+    return tiny(ids, text, vision)
+
+
+QWEN3_VL = register(
+    Backbone(
+        model_type="qwen3_vl",
+        card_tag="qwen3-vl",
+        patch_size=16,
+        merge_size=2,
+        tiny_config=_tiny,
+        processor_class="Qwen3VLProcessor",
+        video_processor_class="Qwen3VLVideoProcessor",
+    )
+)
