@@ -21,6 +21,7 @@ from jfe.backbones import backbone_for
 from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, render, to_features
 from jfe.inference import embed_windows
 from jfe.inputs import to_embed_input
+from jfe.pixels import set_pixel_budget
 from jfe.pooling import last_token_pool
 
 JFE_CONFIG = EMBEDDER_CONFIG
@@ -97,10 +98,13 @@ class Embedder(torch.nn.Module):
         path: str | os.PathLike,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
         **model_kwargs: Any,
     ) -> Embedder:
         """Load a checkpoint folder of a supported family (:mod:`jfe.backbones`), or one jfe saved,
-        with its processor."""
+        with its processor. ``min_pixels`` / ``max_pixels`` bound every image's size, so its visual
+        tokens (:mod:`jfe.pixels`); ``save`` keeps the bounds with the model."""
         path = os.fspath(path)
         if os.path.isdir(path):
             backbone_for(path)  # an unsupported family fails here, naming the supported ones
@@ -108,6 +112,8 @@ class Embedder(torch.nn.Module):
         dtype = _as_dtype(dtype, device)
         model_kwargs.setdefault("attn_implementation", attention_implementation(device, dtype))
         processor = AutoProcessor.from_pretrained(path)
+        if min_pixels or max_pixels:
+            set_pixel_budget(processor, min_pixels, max_pixels)
         model = AutoModel.from_pretrained(path, dtype=dtype, **model_kwargs)
         config = EmbedderConfig.load(path)
         if config.base_model is None:

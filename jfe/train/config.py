@@ -60,6 +60,11 @@ class TrainConfig:
     fill_random_negatives: bool = option(True, "top up missing hard negatives with random same-dataset candidates")
     skip_bad_inputs: bool = option(False, "skip and count examples with missing/corrupt images instead of failing")
     max_text_tokens: int = option(512, "text is cut to this many tokens before the prompt is added")
+    min_pixels: int = option(0, "smallest image size in pixels (0: the checkpoint's); saved with the model")
+    max_pixels: int = option(
+        0,
+        "largest image size in pixels (0: the checkpoint's): bounds visual tokens; saved with the model",
+    )
     caption_dropout: float = option(0.0, "MiMIC: probability of dropping the text of an image+text input")
     modality_mixin: float = option(0.0, "MiMIC: probability of replacing an image+text input by a one-modality view")
     mimic_apply_to: str = option("both", "MiMIC options apply to: query, candidate or both")

@@ -48,7 +48,8 @@ def load_embedder(config: TrainConfig, model_path: str, device: str = "cpu") -> 
         # bitsandbytes quantises when the weights are placed, so a 4-bit model is placed at load time
         kwargs["device_map"] = {"": device}
         kwargs["quantization_config"] = nf4_config(config.dtype, family.quantization_skip)
-    embedder = Embedder.from_pretrained(model_path, dtype=config.dtype, device=device, **kwargs)
+    pixels = {"min_pixels": config.min_pixels or None, "max_pixels": config.max_pixels or None}
+    embedder = Embedder.from_pretrained(model_path, dtype=config.dtype, device=device, **pixels, **kwargs)
     embedder.config.max_text_tokens = config.max_text_tokens
     model = embedder.model
     model.config.use_cache = False
