@@ -175,3 +175,13 @@ def mixed_pairs(tmp_path_factory):
     path = folder / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def ranx_metrics(run, qrels, ks) -> dict[str, float]:
+    """ranx's hit rate at ``ks`` (UniIR's Recall@k), MRR@10 and nDCG@10, under jfe's metric names:
+    the independent oracle of jfe's scoring."""
+    import ranx
+
+    metrics = [f"hit_rate@{k}" for k in ks] + ["mrr@10", "ndcg@10"]
+    got = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), metrics, make_comparable=True)
+    return {m.replace("hit_rate", "recall"): float(v) for m, v in got.items()}

@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import pytest
-import ranx
 
 from jfe import Embedder
 from jfe.retrieval.encode import EncodeItem
 from jfe.retrieval.evaluate import ablate, evaluate_mbeir, probe_table
 from jfe.retrieval.items import TextStyle
 from jfe.retrieval.scoring import recall_ks
+from tests.conftest import ranx_metrics
 
 TOY = ["toy_i2t", "toy_it2i", "toy_t2i"]
 BY_ID = ["toy_t2i", "toy_i2t", "toy_it2i"]  # the sample's dataset ids are 1, 2, 3: the table's row order
@@ -104,12 +104,6 @@ def _read_qrels(path):
     return qrels, tasks
 
 
-def _ranx(run, qrels, ks):
-    metrics = [f"hit_rate@{k}" for k in ks] + ["mrr@10", "ndcg@10"]
-    got = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), metrics, make_comparable=True)
-    return {m.replace("hit_rate", "recall"): float(v) for m, v in got.items()}
-
-
 def _add_fashion_copy(root):
     """A copy of toy_t2i as dataset 7, named toy_fashion_t2i by the TSV: UniIR scores it at @10/@20/@50."""
     for kind, pattern in [
@@ -142,7 +136,7 @@ def test_evaluate_mbeir_equals_ranx_on_the_runs_it_writes(embedder, mbeir_root, 
         # every candidate of the pool searched comes back (k=50 is above the pool sizes)
         pool_size = 9 if pool == "global" else {"toy_i2t": 3}.get(name, 2)
         assert all(len(docs) == pool_size for docs in run.values())
-        assert table[name] == pytest.approx(_ranx(run, qrels, recall_ks(name)), abs=1e-6), name
+        assert table[name] == pytest.approx(ranx_metrics(run, qrels, recall_ks(name)), abs=1e-6), name
     assert "recall@1" not in table["toy_fashion_t2i"] and "recall@50" in table["toy_fashion_t2i"]
     # the macro average over pairs, of the metrics every pair has (the fashion copy has no @1 or @5)
     assert set(table["average"]) == {"recall@10", "mrr@10", "ndcg@10"}

@@ -7,6 +7,7 @@ import pytest
 from jfe.retrieval.metrics import evaluate, per_query, to_markdown
 from jfe.retrieval.scoring import HEADLINE, headline, pair_labels, read_dataset_names, score_mbeir, with_headline
 from jfe.retrieval.trec import read_qrels, read_qrels_tasks, read_run
+from tests.conftest import ranx_metrics
 
 QRELS = {"q1": {"a": 2, "b": 1, "c": 0}, "q2": {"x": 1}, "q3": {"y": 1}}
 RUN = {"q1": {"z": 0.9, "b": 0.8, "a": 0.7, "c": 0.6}, "q2": {"x": 0.5, "w": 0.4}}
@@ -127,14 +128,6 @@ def _write_case(folder, run, qrels, columns):
     return run_file, qrels_file
 
 
-def _ranx(run, qrels, ks):
-    import ranx
-
-    metrics = [f"hit_rate@{k}" for k in ks] + ["mrr@10", "ndcg@10"]
-    got = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), metrics, make_comparable=True)
-    return {m.replace("hit_rate", "recall"): float(v) for m, v in got.items()}
-
-
 def test_one_task_of_three_datasets_gives_three_rows_at_uniirs_cutoffs_equal_to_ranx(tmp_path):
     run, qrels = _mbeir_case(0)
     tables = []
@@ -149,7 +142,7 @@ def test_one_task_of_three_datasets_gives_three_rows_at_uniirs_cutoffs_equal_to_
     for prefix, name in DATASETS.items():
         sub_qrels = {q: r for q, r in qrels.items() if q.startswith(f"{prefix}:")}
         sub_run = {q: run[q] for q in sub_qrels if q in run}
-        expected[name] = _ranx(sub_run, sub_qrels, (10, 20, 50) if name == "Fashion200K" else (1, 5, 10))
+        expected[name] = ranx_metrics(sub_run, sub_qrels, (10, 20, 50) if name == "Fashion200K" else (1, 5, 10))
         assert table[name].keys() == expected[name].keys(), name
         assert table[name] == pytest.approx(expected[name], abs=1e-9), name
     # the macro average of what every pair has (Fashion200K has no @1 or @5), and the papers' headline
