@@ -17,6 +17,12 @@ from typing import Any
 # (special-token ids and vocabulary size of the tiny tokenizer, hidden, layers, vision hidden) -> config kwargs
 TinyConfig = Callable[[dict[str, int], int, int, int, int], dict[str, Any]]
 
+# Every family's decoder layers: attention and MLP projections, all nn.Linear.
+LANGUAGE_LORA = r"language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+# ``lora_target`` presets: which halves of the model take adapters. Anything else is a regex.
+LORA_PRESETS = ("language", "language+vision")
+
 
 @dataclass(frozen=True)
 class Backbone:
@@ -27,9 +33,23 @@ class Backbone:
     tiny_config: TinyConfig
     processor_class: str  # transformers processor class the family's checkpoints ship
     video_processor_class: str
+    # The vision tower's nn.Linear modules that take adapters, relative to ``vision_prefix``: its
+    # blocks and mergers. Never the patch embedding: a Conv3d, which peft cannot wrap under ZeRO-3
+    # (it sees the partitioned 1-d placeholder) and which a frozen tower's features rest on.
+    vision_lora: str
     vision_prefix: str = "visual"  # the vision tower's module path inside the base model
     # kept in full precision under QLoRA: the small vision tower (frozen) and the unused LM head
     quantization_skip: tuple[str, ...] = ("visual", "lm_head")
+
+    def lora_target(self, target: str) -> str:
+        """The module-name regex (peft full-matches it) of a ``lora_target`` preset; any other
+        string is taken as a regex already."""
+        if target not in LORA_PRESETS:
+            return target
+        parts = [LANGUAGE_LORA]
+        if target == "language+vision":
+            parts.append(rf"{self.vision_prefix}\.({self.vision_lora})")
+        return rf"(.*\.)?({'|'.join(parts)})"
 
 
 _REGISTRY: dict[str, Backbone] = {}
@@ -68,4 +88,15 @@ def backbone_for(model_or_config: Any) -> Backbone:
 
 from jfe.backbones import qwen2_5_vl, qwen2_vl, qwen3_vl  # noqa: E402  (registers the families)
 
-__all__ = ["Backbone", "backbone_for", "get", "names", "qwen2_5_vl", "qwen2_vl", "qwen3_vl", "register"]
+__all__ = [
+    "LANGUAGE_LORA",
+    "LORA_PRESETS",
+    "Backbone",
+    "backbone_for",
+    "get",
+    "names",
+    "qwen2_5_vl",
+    "qwen2_vl",
+    "qwen3_vl",
+    "register",
+]

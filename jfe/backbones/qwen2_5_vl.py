@@ -22,6 +22,7 @@ QWEN2_5_VL = register(
         patch_size=14,
         merge_size=2,
         tiny_config=_tiny,
+        vision_lora=r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate|up|down)_proj)|merger\.mlp\.[02]",
         processor_class="Qwen2_5_VLProcessor",
         video_processor_class="Qwen2VLVideoProcessor",
     )

@@ -16,6 +16,7 @@ QWEN2_VL = register(
         patch_size=14,
         merge_size=2,
         tiny_config=_tiny,
+        vision_lora=r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])|merger\.mlp\.[02]",
         processor_class="Qwen2VLProcessor",
         video_processor_class="Qwen2VLVideoProcessor",
     )

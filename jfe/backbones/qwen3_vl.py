@@ -24,6 +24,7 @@ QWEN3_VL = register(
         patch_size=16,
         merge_size=2,
         tiny_config=_tiny,
+        vision_lora=r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc[12])|(merger|deepstack_merger_list\.\d+)\.linear_fc[12]",
         processor_class="Qwen3VLProcessor",
         video_processor_class="Qwen3VLVideoProcessor",
     )

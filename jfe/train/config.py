@@ -85,14 +85,16 @@ class TrainConfig:
     )
 
     # --- what trains
-    trainable: str = option("lora", "lora (adapters on the LLM), full (the whole LLM) or none")
+    trainable: str = option("lora", "lora (adapters on lora_target), full (the whole LLM) or none")
     train_vision: bool = option(False, "also train the vision tower (full mode)")
     lora_r: int = option(16, "LoRA rank")
     lora_alpha: int = option(32, "LoRA alpha")
     lora_dropout: float = option(0.05, "LoRA dropout")
     lora_target: str = option(
-        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-        "regex (full match) of module names that get LoRA adapters",
+        "language",
+        "modules that get LoRA adapters: language (the LLM's attention and MLP projections), "
+        "language+vision (also the vision tower's blocks and merger, never its patch embedding; the "
+        "family's list in jfe/backbones) or a regex full-matching module names",
     )
     quantization: str = option("", "nf4 for QLoRA (bitsandbytes 4-bit base weights); empty for none")
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")

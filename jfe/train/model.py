@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -40,6 +41,25 @@ def nf4_config(compute_dtype: str, skip: tuple[str, ...] = ("visual", "lm_head")
     )
 
 
+def checked_lora_target(model: torch.nn.Module, regex: str, target: str) -> str:
+    """``regex``, once checked against the modules it full-matches (peft's rule): no match, or a
+    match that is not an ``nn.Linear`` (peft would adapt a Conv3d patch embedding too, and fails on
+    one under ZeRO-3), is an error naming ``target`` and the modules."""
+    pattern = re.compile(regex)
+    names = [name for name, _ in model.named_modules() if pattern.fullmatch(name)]
+    if not names:
+        raise ValueError(f"lora_target={target!r} matches no module of the model")
+    # a 4-bit base holds bitsandbytes Linear4bit layers, which subclass nn.Linear
+    other = [f"{name} ({type(model.get_submodule(name)).__name__})" for name in names
+             if not isinstance(model.get_submodule(name), torch.nn.Linear)]  # fmt: skip
+    if other:
+        raise ValueError(
+            f"lora_target={target!r} matches modules that are not nn.Linear: {', '.join(other[:5])}; "
+            "jfe adapts linear layers only (use the presets language or language+vision)"
+        )
+    return regex
+
+
 def load_embedder(config: TrainConfig, model_path: str, device: str = "cpu") -> Embedder:
     """The starting embedder on ``device`` with the trainable set of ``config`` (LoRA, full LLM or nothing)."""
     family = backbone_for(model_path)
@@ -67,7 +87,7 @@ def load_embedder(config: TrainConfig, model_path: str, device: str = "cpu") -> 
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target,
+            target_modules=checked_lora_target(model, family.lora_target(config.lora_target), config.lora_target),
             bias="none",
         )
         embedder.model = get_peft_model(model, lora)
