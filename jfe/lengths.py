@@ -15,6 +15,7 @@ import torch
 from transformers import BatchFeature
 
 from jfe.formatting import EmbedInput, render, to_features
+from jfe.pixels import image_tokens
 
 # Before any image is opened, an input's length can only be guessed from its characters; an image
 # counts as this many (a 256-pixel-side M-BEIR image is a few hundred visual tokens).
@@ -27,21 +28,13 @@ def guessed_length(text: str | None, has_image: bool) -> int:
     return len(text or "") + (IMAGE_LENGTH_GUESS if has_image else 0)
 
 
-def image_tokens(processor, image) -> int:
-    """Placeholder tokens the processor expands one image into (0 if it cannot say)."""
-    count = getattr(processor, "_get_num_multimodal_tokens", None)
-    if count is None:
-        return 0
-    return int(count(image_sizes=[(image.height, image.width)])["num_image_tokens"][0])
-
-
 def rendered_token_counts(processor, texts: Sequence[str], items: Sequence[EmbedInput]) -> list[int]:
     """The number of tokens each input will have once tokenised (padding aside), from the prompts
     :func:`jfe.formatting.render` made for ``items``."""
     ids = processor.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
     # the rendered prompt holds one placeholder per image, which the processor expands
     return [
-        len(row) + (image_tokens(processor, it.image) - 1 if it.image is not None else 0)
+        len(row) + (image_tokens(processor, it.image.height, it.image.width) - 1 if it.image is not None else 0)
         for row, it in zip(ids, items, strict=True)
     ]
 

@@ -4,7 +4,7 @@ from PIL import Image
 from sentence_transformers import SentenceTransformer
 
 from jfe import Embedder
-from jfe.pixels import image_token_budget, set_pixel_budget
+from jfe.pixels import image_token_budget, image_tokens, placeholder_image, set_pixel_budget
 from tests.conftest import make_image
 
 
@@ -48,3 +48,26 @@ def test_bad_bounds_and_the_training_option(tiny_model_dir):
     trained = load_embedder(config, str(tiny_model_dir))
     assert image_token_budget(trained.processor) == 96 * 96 // 64
     assert _image_tokens(trained, Image.new("RGB", (1000, 1000))) <= 144
+
+
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_image_tokens_is_the_processors_own_count_for_every_family(tiny_model_dirs, arch):
+    embedder = Embedder.from_pretrained(tiny_model_dirs[arch], dtype="float32", device="cpu", max_pixels=64 * 64)
+    for height, width in [(16, 16), (8, 64), (37, 23), (3000, 4000)]:
+        image = make_image(height + width, (height, width))
+        assert image_tokens(embedder.processor, height, width) == _image_tokens(embedder, image), (height, width)
+    # the collator's placeholder image is the cheapest one: a single visual token at the tiny model's min_pixels
+    side = placeholder_image(embedder.processor).size
+    assert (
+        image_tokens(embedder.processor, *side) == _image_tokens(embedder, placeholder_image(embedder.processor)) == 1
+    )
+
+
+def test_a_processor_that_cannot_count_is_an_error_not_zero(tiny_model_dir):
+    class NoCount:
+        merge_size = 2
+
+    embedder = Embedder.from_pretrained(tiny_model_dir, dtype="float32", device="cpu")
+    embedder.processor.image_processor = NoCount()
+    with pytest.raises(TypeError, match="NoCount cannot count the patches of an image"):
+        image_tokens(embedder.processor, 16, 16)

@@ -8,10 +8,10 @@ from collections import Counter
 from typing import Any
 
 import torch
-from PIL import Image
 
 from jfe.formatting import EmbedInput, render, to_features
 from jfe.lengths import batches_by_length, rendered_token_counts, split_by_length
+from jfe.pixels import placeholder_image
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +19,7 @@ logger = logging.getLogger(__name__)
 # wait for gradients it never makes, and under ZeRO-3 every module call is a collective, so there
 # each chunk must run the tower. A side (or, per chunk, a chunk) without images therefore gets one
 # extra dummy-image row: the LAST row of its chunk, dropped after pooling. Rows never attend to each
-# other, so it changes no real embedding.
-DUMMY_IMAGE = Image.new("RGB", (28, 28))
+# other, so it changes no real embedding. It is the processor's cheapest image (jfe.pixels).
 
 
 class ContrastiveCollator:
@@ -58,7 +57,8 @@ class ContrastiveCollator:
         self.chunk_size = chunk_size
         self.length_chunks = length_chunks
         self.skipped: Counter[str] = Counter()
-        dummy = [EmbedInput(image=DUMMY_IMAGE)]
+        self._dummy = EmbedInput(image=placeholder_image(processor))
+        dummy = [self._dummy]
         self._dummy_text = render(processor, dummy, [None], max_text_tokens)[0]
         self._dummy_length = rendered_token_counts(processor, [self._dummy_text], dummy)[0]
 
@@ -98,7 +98,7 @@ class ContrastiveCollator:
         for c, g in enumerate(groups):
             rows, prompts = [items[i] for i in g], [texts[i] for i in g]
             if c in with_dummy:
-                rows, prompts = [*rows, EmbedInput(image=DUMMY_IMAGE)], [*prompts, self._dummy_text]
+                rows, prompts = [*rows, self._dummy], [*prompts, self._dummy_text]
             chunks.append(to_features(self.processor, prompts, rows))
         order = torch.tensor([i for g in groups for i in g], dtype=torch.long)
         return chunks, [len(g) for g in groups], order
