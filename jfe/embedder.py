@@ -25,6 +25,7 @@ from jfe.pixels import set_pixel_budget
 from jfe.pooling import last_token_pool
 
 JFE_CONFIG = EMBEDDER_CONFIG
+CHAT_TEMPLATES = ("jfe", "checkpoint")
 
 
 @dataclass
@@ -39,6 +40,14 @@ class EmbedderConfig:
         metadata={"help": "named instructions, exported as sentence-transformers prompts (e.g. 'query')"},
     )
     base_model: str | None = field(default=None, metadata={"help": "the checkpoint this model was trained from"})
+    chat_template: str = field(
+        default="jfe",
+        metadata={
+            "help": "jfe: jfe's embedding template (installed on the processor); checkpoint: the template the "
+            "checkpoint ships (an embedding model's own prompt, e.g. GME or Qwen3-VL-Embedding), rendered "
+            "with the assistant turn opened, whose first position is read"
+        },
+    )
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> EmbedderConfig:
@@ -89,8 +98,14 @@ class Embedder(torch.nn.Module):
         super().__init__()
         self.model = model
         self.processor = processor
-        self.processor.chat_template = EMBEDDING_CHAT_TEMPLATE
         self.config = config or EmbedderConfig()
+        if self.config.chat_template not in CHAT_TEMPLATES:
+            raise ValueError(f"chat_template={self.config.chat_template!r} is not one of {CHAT_TEMPLATES}")
+        if self.config.chat_template == "jfe":
+            self.processor.chat_template = EMBEDDING_CHAT_TEMPLATE
+        elif not getattr(processor, "chat_template", None):
+            source = self.config.base_model or "the checkpoint"
+            raise ValueError(f"chat_template='checkpoint', but {source} ships no chat template")
 
     @classmethod
     def from_pretrained(
@@ -100,11 +115,13 @@ class Embedder(torch.nn.Module):
         device: str | torch.device | None = None,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        chat_template: str | None = None,
         **model_kwargs: Any,
     ) -> Embedder:
         """Load a checkpoint folder of a supported family (:mod:`jfe.backbones`), or one jfe saved,
         with its processor. ``min_pixels`` / ``max_pixels`` bound every image's size, so its visual
-        tokens (:mod:`jfe.pixels`); ``save`` keeps the bounds with the model."""
+        tokens (:mod:`jfe.pixels`); ``save`` keeps the bounds with the model. ``chat_template``
+        (:data:`CHAT_TEMPLATES`) overrides the saved :attr:`EmbedderConfig.chat_template`."""
         path = os.fspath(path)
         if os.path.isdir(path):
             backbone_for(path)  # an unsupported family fails here, naming the supported ones
@@ -118,6 +135,8 @@ class Embedder(torch.nn.Module):
         config = EmbedderConfig.load(path)
         if config.base_model is None:
             config.base_model = path
+        if chat_template is not None:
+            config.chat_template = chat_template
         embedder = cls(model, processor, config)
         if "device_map" not in model_kwargs and "quantization_config" not in model_kwargs:
             embedder.to(device)
@@ -216,6 +235,9 @@ def write_sentence_transformers_config(folder: Path, dimension: int, prompts: di
             "message": {**forward, "format": "structured"},
         },
         "module_output_name": "token_embeddings",
+        # jfe renders every prompt so (its own template opens the assistant turn regardless, a
+        # checkpoint's template only when asked): the embedding is read from that turn's first position
+        "processing_kwargs": {"chat_template": {"add_generation_prompt": True}},
     }
     files = {
         "modules.json": modules,

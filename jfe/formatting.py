@@ -92,7 +92,13 @@ def render(processor, items: list[EmbedInput], instructions: list[str | None], m
         conversations = [build_messages(item, key[1]) for key, item in missing.items()]
         if len(_RENDERED) + len(missing) > _RENDER_CACHE_SIZE:
             _RENDERED.clear()
-        _RENDERED.update(zip(missing, processor.apply_chat_template(conversations, tokenize=False), strict=True))
+        _RENDERED.update(
+            zip(
+                missing,
+                processor.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True),
+                strict=True,
+            )
+        )
     return [_RENDERED[key] for key in keys]
 
 

@@ -56,17 +56,3 @@ def placeholder_image(processor: Any) -> Image.Image:
     images = processor.image_processor
     side = images.patch_size * images.merge_size
     return Image.new("RGB", (side, side))
-
-
-def add_pixel_arguments(parser: Any) -> None:
-    """``--min-pixels`` / ``--max-pixels`` for the commands that load a model."""
-    parser.add_argument("--min-pixels", type=int, help="smallest image size in pixels (default: the model's)")
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        help="largest image size in pixels: bounds its visual tokens (default: the model's)",
-    )
-
-
-def pixel_kwargs(args: Any) -> dict[str, int | None]:
-    return {"min_pixels": args.min_pixels, "max_pixels": args.max_pixels}

@@ -9,7 +9,7 @@ import pytest
 import ranx
 import torch
 
-from jfe import Embedder
+from jfe import Embedder, backbones
 from jfe.artifacts import DemoResults, TrainSummary
 from jfe.cli import main
 from jfe.train.config import TrainConfig
@@ -78,7 +78,8 @@ def test_stage1_changed_the_untrained_weights(demo, base_model):
 def test_stage2_changed_exactly_the_lora_targets_of_stage1(demo):
     out, _, _ = demo
     stage1, exported = _weights(out / "stage1" / "final"), _weights(out / "model")
-    target = TrainConfig.from_dict(TrainSummary.read(out / "stage2" / "final").config).lora_target
+    preset = TrainConfig.from_dict(TrainSummary.read(out / "stage2" / "final").config).lora_target
+    target = backbones.backbone_for(out / "stage1" / "final").lora_target(preset)
     modules = {k.rsplit(".", 1)[0] for k in stage1}
     expected = {f"{m}.weight" for m in modules if re.fullmatch(target, m) and f"{m}.weight" in stage1}
     assert any(k.startswith("visual.") for k in expected) and any(k.startswith("language_model.") for k in expected)

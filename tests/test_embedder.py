@@ -4,6 +4,7 @@ from PIL import Image
 from sentence_transformers import SentenceTransformer
 
 from jfe import Embedder, backbones
+from jfe.embedder import EmbedderConfig
 from jfe.inputs import BadInputError
 from tests.conftest import make_image
 
@@ -151,3 +152,39 @@ def test_grayscale_image_is_converted(embedder):
     gray = Image.fromarray(np.full((16, 16), 128, dtype=np.uint8), mode="L")
     rgb = gray.convert("RGB")
     assert np.abs(embedder.encode([gray]) - embedder.encode([rgb])).max() <= TOL
+
+
+def test_a_checkpoints_own_template_renders_embeds_saves_and_matches_sentence_transformers(
+    tiny_model_dir, images, tmp_path
+):
+    own = Embedder.from_pretrained(tiny_model_dir, dtype="float32", device="cpu", chat_template="checkpoint")
+    instruction = "Retrieve an image of the digit described."
+    prompt = own.features(["a handwritten seven"], instruction=instruction)["input_ids"][0]
+    text = own.tokenizer.decode(prompt)
+    # the tiny checkpoint's generative ChatML template, with the assistant turn opened; no jfe prompt
+    assert text.startswith(f"<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\na handwritten seven")
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\n") and "Summarize" not in text
+    jfe_vecs = Embedder.from_pretrained(tiny_model_dir, dtype="float32", device="cpu").encode(_mixed_inputs(images))
+    own_vecs = own.encode(_mixed_inputs(images))
+    assert np.abs(own_vecs - jfe_vecs).max() > 1e-3
+    own.config.prompts = {"query": instruction}
+    folder = own.save(tmp_path / "own")
+    again = Embedder.from_pretrained(folder, dtype="float32", device="cpu")
+    assert again.config.chat_template == "checkpoint"
+    assert np.abs(again.encode(_mixed_inputs(images)) - own_vecs).max() == 0.0
+    st = SentenceTransformer(str(folder), device="cpu")
+    # a generative template writes parts in message order: sentence-transformers follows the dict's
+    # key order, jfe puts the image first (as Qwen, GME and Qwen3-VL-Embedding do)
+    inputs = [{"text": "nine"}, {"image": images[0]}, {"image": images[1], "text": "inverted"}]
+    assert np.abs(st.encode(inputs) - own.encode(inputs)).max() <= TOL
+    query = ["a handwritten seven"]
+    assert np.abs(st.encode(query, prompt_name="query") - own.encode(query, instruction=instruction)).max() <= TOL
+
+
+def test_the_checkpoint_template_needs_one(tiny_model_dir):
+    embedder = Embedder.from_pretrained(tiny_model_dir, dtype="float32", device="cpu")
+    embedder.processor.chat_template = None
+    with pytest.raises(ValueError, match=r"chat_template='checkpoint', but .* ships no chat template"):
+        Embedder(embedder.model, embedder.processor, EmbedderConfig(chat_template="checkpoint"))
+    with pytest.raises(ValueError, match=r"chat_template='gme' is not one of \('jfe', 'checkpoint'\)"):
+        Embedder(embedder.model, embedder.processor, EmbedderConfig(chat_template="gme"))

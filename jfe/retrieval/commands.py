@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from jfe.data.jsonl import json_lines
-from jfe.pixels import add_pixel_arguments, pixel_kwargs
+from jfe.model_args import add_model_arguments, model_kwargs
 from jfe.retrieval.index import build_index, load_index, save_index, set_search_params
 from jfe.retrieval.items import add_text_style_arguments, read_items, text_style
 from jfe.retrieval.mine import mine_negatives, write_mined
@@ -89,7 +89,7 @@ def search_main(argv: list[str] | None = None) -> int:
         help="map IVF lists from disk (instant load); --no-mmap reads the index, faster for very many queries",
     )
     add_text_style_arguments(parser)
-    add_pixel_arguments(parser)
+    add_model_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -102,7 +102,7 @@ def search_main(argv: list[str] | None = None) -> int:
     if args.run_format == "uniir":
         tasks = query_task_ids(args.queries)
         task_ids = [tasks[item.id] for item in items]
-    embedder = Embedder.from_pretrained(args.model, **pixel_kwargs(args))
+    embedder = Embedder.from_pretrained(args.model, **model_kwargs(args))
     vectors, _ = encode_items(embedder, items, args.batch_size, progress="queries")
     scores, dids = search_indexes(args.index, vectors, args.k, args.nprobe, args.ef_search, args.mmap)
     write_trec_run(args.out, [item.id for item in items], scores, dids, args.tag, task_ids, args.run_format)

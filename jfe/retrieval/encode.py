@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from jfe.formatting import EmbedInput
 from jfe.inference import embed_windows
 from jfe.inputs import BadInputError, load_image
-from jfe.pixels import add_pixel_arguments, pixel_kwargs
+from jfe.model_args import add_model_arguments, model_kwargs
 from jfe.retrieval.items import EncodeItem, add_text_style_arguments, read_items, text_style
 from jfe.retrieval.shards import default_num_shards, is_complete, shard_dir, shard_slice, write_shard
 
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dtype", default=None, help="weights dtype (default: bfloat16 on CUDA, else float32)")
     parser.add_argument("--skip-bad-inputs", action="store_true", help="skip and count unreadable images")
     add_text_style_arguments(parser)
-    add_pixel_arguments(parser)
+    add_model_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     num_shards = args.num_shards or default_num_shards(len(items))
     if args.shard is not None and not 0 <= args.shard < num_shards:
         parser.error(f"--shard {args.shard} is outside 0..{num_shards - 1}")
-    embedder = Embedder.from_pretrained(args.model, dtype=args.model_dtype, **pixel_kwargs(args))
+    embedder = Embedder.from_pretrained(args.model, dtype=args.model_dtype, **model_kwargs(args))
     folders = encode_to_shards(
         embedder,
         items,

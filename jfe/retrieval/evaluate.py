@@ -28,7 +28,7 @@ from pathlib import Path
 from jfe.artifacts import EvalReport
 from jfe.data.instructions import Instructions
 from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
-from jfe.pixels import add_pixel_arguments, pixel_kwargs
+from jfe.model_args import add_model_arguments, model_kwargs
 from jfe.retrieval.encode import EncodeItem, encode_items, encode_to_shards
 from jfe.retrieval.index import build_index
 from jfe.retrieval.items import (
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
     add_text_style_arguments(parser, policies=("uniir", "first", "all"))
-    add_pixel_arguments(parser)
+    add_model_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out or "eval")
     out.mkdir(parents=True, exist_ok=True)
-    embedder = Embedder.from_pretrained(args.model, **pixel_kwargs(args))
+    embedder = Embedder.from_pretrained(args.model, **model_kwargs(args))
     common = dict(
         split=args.split,
         pool=args.pool,
