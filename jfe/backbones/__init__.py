@@ -23,6 +23,11 @@ LANGUAGE_LORA = r"language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(
 # ``lora_target`` presets: which halves of the model take adapters. Anything else is a regex.
 LORA_PRESETS = ("language", "language+vision")
 
+# OpenAI CLIP's pixel normalisation: the image_mean / image_std of the Qwen2-VL and Qwen2.5-VL
+# checkpoints' preprocessor_config.json (and transformers' Qwen2VLImageProcessor defaults).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 @dataclass(frozen=True)
 class Backbone:
@@ -30,6 +35,11 @@ class Backbone:
     card_tag: str  # the Hub tag of the family
     patch_size: int  # of the released checkpoints' vision tower
     merge_size: int  # patches merged per visual token, per side
+    # The released checkpoints' processors: (min_pixels, max_pixels), i.e. the processor's
+    # size {shortest_edge, longest_edge}, of one image (preprocessor_config.json) and of one video
+    # (video_preprocessor_config.json where the checkpoints ship one, else the image file).
+    image_pixels: tuple[int, int]
+    video_pixels: tuple[int, int]
     tiny_config: TinyConfig
     processor_class: str  # transformers processor class the family's checkpoints ship
     video_processor_class: str
@@ -40,6 +50,11 @@ class Backbone:
     vision_prefix: str = "visual"  # the vision tower's module path inside the base model
     # kept in full precision under QLoRA: the small vision tower (frozen) and the unused LM head
     quantization_skip: tuple[str, ...] = ("visual", "lm_head")
+    # the vision tower's attention window in pixels, for windowed towers (Qwen2.5-VL's window_size)
+    window_size: int | None = None
+    # the released processors' pixel normalisation (per RGB channel)
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
 
     def lora_target(self, target: str) -> str:
         """The module-name regex (peft full-matches it) of a ``lora_target`` preset; any other
@@ -89,6 +104,8 @@ def backbone_for(model_or_config: Any) -> Backbone:
 from jfe.backbones import qwen2_5_vl, qwen2_vl, qwen3_vl  # noqa: E402  (registers the families)
 
 __all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
     "LANGUAGE_LORA",
     "LORA_PRESETS",
     "Backbone",

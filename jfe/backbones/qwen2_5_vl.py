@@ -21,6 +21,11 @@ QWEN2_5_VL = register(
         card_tag="qwen2.5-vl",
         patch_size=14,
         merge_size=2,
+        # Qwen/Qwen2.5-VL-*-Instruct preprocessor_config.json: as Qwen2-VL's, min_pixels 3136
+        # (56 * 56), max_pixels 12845056 (28 * 28 * 16384), CLIP mean/std, videos the same bounds
+        image_pixels=(56 * 56, 28 * 28 * 16384),
+        video_pixels=(56 * 56, 28 * 28 * 16384),
+        window_size=112,  # config.json vision_config: 4 x 4 visual tokens of 28 x 28 pixels
         tiny_config=_tiny,
         vision_lora=r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate|up|down)_proj)|merger\.mlp\.[02]",
         processor_class="Qwen2_5_VLProcessor",

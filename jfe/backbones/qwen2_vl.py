@@ -15,6 +15,10 @@ QWEN2_VL = register(
         card_tag="qwen2-vl",
         patch_size=14,
         merge_size=2,
+        # Qwen/Qwen2-VL-*-Instruct preprocessor_config.json: min_pixels 3136 (56 * 56), max_pixels
+        # 12845056 (28 * 28 * 16384), CLIP mean/std; no video file, so videos get the same bounds
+        image_pixels=(56 * 56, 28 * 28 * 16384),
+        video_pixels=(56 * 56, 28 * 28 * 16384),
         tiny_config=_tiny,
         vision_lora=r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])|merger\.mlp\.[02]",
         processor_class="Qwen2VLProcessor",

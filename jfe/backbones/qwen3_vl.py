@@ -23,6 +23,13 @@ QWEN3_VL = register(
         card_tag="qwen3-vl",
         patch_size=16,
         merge_size=2,
+        # Qwen/Qwen3-VL-*-Instruct preprocessor_config.json: size {shortest_edge: 65536 (256 * 256),
+        # longest_edge: 16777216 (4096 * 4096)}, mean/std 0.5; video_preprocessor_config.json:
+        # size {shortest_edge: 4096, longest_edge: 25165824}, the bound of all frames together
+        image_pixels=(256 * 256, 4096 * 4096),
+        video_pixels=(64 * 64, 32 * 32 * 24576),
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
         tiny_config=_tiny,
         vision_lora=r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc[12])|(merger|deepstack_merger_list\.\d+)\.linear_fc[12]",
         processor_class="Qwen3VLProcessor",
