@@ -22,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     parser.add_argument("--help-config", action="store_true", help="list every option with its default")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print what the run will cost (tokens per batch side from the real data, trainable parameters, "
+        "an activation-memory estimate per rank) and exit without training",
+    )
+    parser.add_argument("--plan-batches", type=int, default=8, help="batches --plan samples (default 8)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="options that win over the recipe")
     args = parser.parse_args(argv)
     if args.help_config:
@@ -37,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         config.validate()
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
+    if args.plan:
+        from jfe.train.plan import plan
+
+        print(plan(config, args.plan_batches).report())
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from jfe.train.trainer import run
 

@@ -70,6 +70,16 @@ def load_embedder(config: TrainConfig, model_path: str, device: str = "cpu") -> 
         kwargs["quantization_config"] = nf4_config(config.dtype, family.quantization_skip)
     pixels = {"min_pixels": config.min_pixels or None, "max_pixels": config.max_pixels or None}
     embedder = Embedder.from_pretrained(model_path, dtype=config.dtype, device=device, **pixels, **kwargs)
+    make_trainable(embedder, config)
+    trainable, total = parameter_counts(embedder)
+    logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / max(total, 1))
+    return embedder
+
+
+def make_trainable(embedder: Embedder, config: TrainConfig) -> None:
+    """Freeze ``embedder`` and unfreeze (or adapt with LoRA) what ``config`` trains, in place. Also
+    runs on a model built on the meta device, which is how ``jfe train --plan`` counts parameters."""
+    family = backbone_for(embedder.model)
     embedder.config.max_text_tokens = config.max_text_tokens
     model = embedder.model
     model.config.use_cache = False
@@ -91,11 +101,13 @@ def load_embedder(config: TrainConfig, model_path: str, device: str = "cpu") -> 
             bias="none",
         )
         embedder.model = get_peft_model(model, lora)
-    # under ZeRO-3 a parameter is a partitioned stub; ds_numel is its real size
-    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in embedder.parameters() if p.requires_grad)
-    total = sum(getattr(p, "ds_numel", p.numel()) for p in embedder.parameters())
-    logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / max(total, 1))
-    return embedder
+
+
+def parameter_counts(module: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters; under ZeRO-3 a parameter is a partitioned stub whose real
+    size is ``ds_numel``."""
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in module.parameters()]
+    return sum(n for n, grad in sizes if grad), sum(n for n, _ in sizes)
 
 
 class ContrastiveModel(torch.nn.Module):
