@@ -40,3 +40,34 @@ def test_a_target_on_the_patch_embedding_or_on_nothing_is_refused(tiny_model_dir
         checked_lora_target(model, old, old)
     with pytest.raises(ValueError, match=r"lora_target='.\*\\\\.qkvo' matches no module of the model"):
         checked_lora_target(model, r".*\.qkvo", r".*\.qkvo")
+
+
+@pytest.mark.parametrize("arch", backbones.names())
+def test_qlora_quantises_the_llm_of_every_family_and_takes_a_step(tiny_model_dirs, arch):
+    import bitsandbytes as bnb
+
+    from jfe.train.config import TrainConfig
+    from jfe.train.model import load_embedder
+
+    family = backbones.get(arch)
+    config = TrainConfig(
+        model=str(tiny_model_dirs[arch]), output_dir="unused", quantization="nf4", lora_dropout=0.0, learning_rate=1e-2
+    )
+    embedder = load_embedder(config, str(tiny_model_dirs[arch]))
+    base = embedder.model.get_base_model()
+    kinds = {name: type(module) for name, module in base.named_modules()}
+    llm = [n for n in kinds if re.fullmatch(r"language_model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.base_layer", n)]
+    assert llm and all(kinds[n] is bnb.nn.Linear4bit for n in llm)
+    # the family's skipped modules (the vision tower) stay in full precision
+    tower = [n for n, kind in kinds.items() if n.startswith(family.vision_prefix + ".") and kind is torch.nn.Linear]
+    assert tower and not any(kind is bnb.nn.Linear4bit for n, kind in kinds.items() if n.startswith("visual."))
+    trainable = {n: p for n, p in embedder.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n for n in trainable)
+    before = {n: p.detach().clone() for n, p in trainable.items()}
+    optimiser = torch.optim.AdamW(trainable.values(), lr=1e-2)
+    vecs = embedder(**embedder.features(["a red seven", "digit 3"]))
+    (-(vecs[0] @ vecs[1])).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable.values())
+    optimiser.step()
+    # B starts at zero, so the first step moves every B (A's gradient is still zero)
+    assert all(not torch.equal(before[n], p) for n, p in trainable.items() if ".lora_B." in n)
