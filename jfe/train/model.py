@@ -29,7 +29,7 @@ def training_device() -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
 
 
-def nf4_config(compute_dtype: str, skip: tuple[str, ...] = ("visual", "lm_head")) -> BitsAndBytesConfig:
+def nf4_config(compute_dtype: str, skip: tuple[str, ...]) -> BitsAndBytesConfig:
     """QLoRA's 4-bit base: nf4 with double quantisation, computing in ``compute_dtype``; the modules
     in ``skip`` (a family's :attr:`~jfe.backbones.Backbone.quantization_skip`) stay in full precision."""
     return BitsAndBytesConfig(

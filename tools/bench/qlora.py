@@ -9,6 +9,7 @@ def measure(folder: Path, hidden: int, layers: int) -> dict:
     import torch
     from transformers import AutoModel
 
+    from jfe.backbones import backbone_for
     from jfe.tiny import build_tiny_model
     from jfe.train.model import nf4_config
 
@@ -19,5 +20,6 @@ def measure(folder: Path, hidden: int, layers: int) -> dict:
     params = sum(p.numel() for p in bf16.parameters())
     bf16_bytes = bf16.get_memory_footprint()
     del bf16
-    q4 = AutoModel.from_pretrained(folder, dtype=torch.bfloat16, quantization_config=nf4_config("bfloat16"))
+    nf4 = nf4_config("bfloat16", backbone_for(folder).quantization_skip)
+    q4 = AutoModel.from_pretrained(folder, dtype=torch.bfloat16, quantization_config=nf4)
     return {"qlora_memory": q4.get_memory_footprint() / bf16_bytes, "qlora_model_parameters": params}
