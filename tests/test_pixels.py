@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 from sentence_transformers import SentenceTransformer
 
-from jfe import Embedder
+from jfe import Embedder, backbones
 from jfe.pixels import image_token_budget, image_tokens, placeholder_image, set_pixel_budget
 from tests.conftest import make_image
 
@@ -50,7 +50,7 @@ def test_bad_bounds_and_the_training_option(tiny_model_dir):
     assert _image_tokens(trained, Image.new("RGB", (1000, 1000))) <= 144
 
 
-@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("arch", backbones.names())
 def test_image_tokens_is_the_processors_own_count_for_every_family(tiny_model_dirs, arch):
     embedder = Embedder.from_pretrained(tiny_model_dirs[arch], dtype="float32", device="cpu", max_pixels=64 * 64)
     for height, width in [(16, 16), (8, 64), (37, 23), (3000, 4000)]:
