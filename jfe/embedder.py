@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from jfe.artifacts import EMBEDDER_CONFIG
 from jfe.atomic import atomic_dir
 from jfe.backbones import backbone_for
 from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, render, to_features
-from jfe.inference import embed_windows
+from jfe.inference import Row, embed_windows
 from jfe.inputs import to_embed_input
 from jfe.pixels import set_pixel_budget
 from jfe.pooling import last_token_pool
@@ -57,6 +57,18 @@ class EmbedderConfig:
         data = json.loads(path.read_text())
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def install_chat_template(processor: Any, config: EmbedderConfig) -> None:
+    """Give ``processor`` the template ``config.chat_template`` names (jfe's embedding template, or
+    the checkpoint's own, which must exist). Every engine that renders prompts calls this."""
+    if config.chat_template not in CHAT_TEMPLATES:
+        raise ValueError(f"chat_template={config.chat_template!r} is not one of {CHAT_TEMPLATES}")
+    if config.chat_template == "jfe":
+        processor.chat_template = EMBEDDING_CHAT_TEMPLATE
+    elif not getattr(processor, "chat_template", None):
+        source = config.base_model or "the checkpoint"
+        raise ValueError(f"chat_template='checkpoint', but {source} ships no chat template")
 
 
 def default_device() -> torch.device:
@@ -99,13 +111,7 @@ class Embedder(torch.nn.Module):
         self.model = model
         self.processor = processor
         self.config = config or EmbedderConfig()
-        if self.config.chat_template not in CHAT_TEMPLATES:
-            raise ValueError(f"chat_template={self.config.chat_template!r} is not one of {CHAT_TEMPLATES}")
-        if self.config.chat_template == "jfe":
-            self.processor.chat_template = EMBEDDING_CHAT_TEMPLATE
-        elif not getattr(processor, "chat_template", None):
-            source = self.config.base_model or "the checkpoint"
-            raise ValueError(f"chat_template='checkpoint', but {source} ships no chat template")
+        install_chat_template(processor, self.config)
 
     @classmethod
     def from_pretrained(
@@ -184,8 +190,15 @@ class Embedder(torch.nn.Module):
         """
         items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
         window = list(zip(range(len(items)), items, _per_input(instruction, len(items)), strict=True))
-        out, _ = embed_windows(self, [window], len(items), batch_size, progress="encode" if show_progress else None)
+        out, _ = self.embed_windows([window], len(items), batch_size, progress="encode" if show_progress else None)
         return out
+
+    def embed_windows(
+        self, windows: Iterable[list[Row]], total: int, batch_size: int = 32, progress: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`jfe.inference.embed_windows` on this model: the engine interface ``jfe encode``
+        drives (:class:`jfe.serving.vllm.VllmEmbedder` has the same method)."""
+        return embed_windows(self, windows, total, batch_size, progress)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write weights, processor (with the embedding chat template), jfe and sentence-transformers

@@ -15,7 +15,9 @@ A system message carries the task instruction: that is how sentence-transformers
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 from transformers import BatchFeature
@@ -71,20 +73,31 @@ def build_messages(item: EmbedInput, instruction: str | None = None) -> list[dic
     return messages
 
 
+def cut_texts(processor: Any, texts: Sequence[str | None], max_text_tokens: int) -> list[str | None]:
+    """``texts`` as jfe embeds them: each cut to its first ``max_text_tokens`` tokens (decoded back
+    to a string) before any prompt is added, so the prompt and the pooled token always survive.
+
+    Another client of a saved model (sentence-transformers, vLLM) sees the whole text; give it
+    ``cut_texts(its_processor_or_tokenizer, texts, max_text_tokens)`` for texts over the limit and
+    it embeds them as jfe does (``jfe encode --engine vllm`` does so itself)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    present = [text for text in texts if text]
+    ids = iter(tokenizer(present, add_special_tokens=False)["input_ids"] if present else [])
+    out = []
+    for text in texts:
+        row = next(ids) if text else None
+        out.append(tokenizer.decode(row[:max_text_tokens]) if row is not None and len(row) > max_text_tokens else text)
+    return out
+
+
 def render(processor, items: list[EmbedInput], instructions: list[str | None], max_text_tokens: int) -> list[str]:
     """Prompt strings for a batch (image placeholders not yet expanded)."""
     if not items:
         return []
     # One tokenizer call and one chat-template call for the whole batch: per-row calls cost
     # several times more, and this runs for every training batch.
-    texts = [item.text for item in items if item.text]
-    ids = iter(processor.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
-    cut = []
-    for item in items:
-        row = next(ids) if item.text else None
-        if row is not None and len(row) > max_text_tokens:
-            item = EmbedInput(processor.tokenizer.decode(row[:max_text_tokens]), item.image)
-        cut.append(item)
+    texts = cut_texts(processor, [item.text for item in items], max_text_tokens)
+    cut = [EmbedInput(text, item.image) for text, item in zip(texts, items, strict=True)]
     template = processor.chat_template
     keys = [(template, i, item.text, item.image is not None) for item, i in zip(cut, instructions, strict=True)]
     missing = {key: item for key, item in zip(keys, cut, strict=True) if key not in _RENDERED}

@@ -188,3 +188,20 @@ def test_the_checkpoint_template_needs_one(tiny_model_dir):
         Embedder(embedder.model, embedder.processor, EmbedderConfig(chat_template="checkpoint"))
     with pytest.raises(ValueError, match=r"chat_template='gme' is not one of \('jfe', 'checkpoint'\)"):
         Embedder(embedder.model, embedder.processor, EmbedderConfig(chat_template="gme"))
+
+
+def test_texts_over_the_limit_embed_as_jfe_does_in_sentence_transformers_once_cut(embedder, images, tmp_path):
+    from jfe import cut_texts
+
+    folder = embedder.save(tmp_path / "saved")
+    st = SentenceTransformer(str(folder), device="cpu")
+    long = " ".join(["a red seven written quickly and slanted to the right"] * 60)  # > 512 tokens
+    assert len(embedder.tokenizer(long)["input_ids"]) > embedder.config.max_text_tokens
+    inputs = [{"text": long}, {"image": images[0], "text": long}]
+    ours = embedder.encode(inputs, instruction="Find it.")
+    # the whole text reaches sentence-transformers unless it is cut first, as jfe cuts it
+    assert np.abs(st.encode(inputs, prompt="Find it.") - ours).max() > 1e-3
+    cut = cut_texts(st.tokenizer, [x["text"] for x in inputs], embedder.config.max_text_tokens)
+    assert cut[0] != long and long.startswith(cut[0])
+    via_st = st.encode([{"text": cut[0]}, {"image": images[0], "text": cut[1]}], prompt="Find it.")
+    assert np.abs(via_st - ours).max() <= TOL

@@ -20,7 +20,6 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from jfe.formatting import EmbedInput
-from jfe.inference import embed_windows
 from jfe.inputs import BadInputError, load_image
 from jfe.model_args import add_model_arguments, model_kwargs
 from jfe.retrieval.items import EncodeItem, add_text_style_arguments, read_items, text_style
@@ -75,8 +74,8 @@ def encode_items(
     """Embeddings (N, D) float32 in item order, and a bool mask of the items that were embedded.
 
     Images are decoded in DataLoader workers, ``window_batches`` batches at a time, in
-    :func:`length_order`; :func:`jfe.inference.embed_windows` (the loop ``Embedder.encode`` runs
-    too) sorts each window by exact token count and embeds it."""
+    :func:`length_order`; the engine's ``embed_windows`` (for an :class:`~jfe.Embedder`, the loop
+    ``Embedder.encode`` runs too) sorts each window by exact token count and embeds it."""
     order = length_order(items)
     ordered = [items[i] for i in order]
     # workers decode batch-sized pieces, so the first window is ready as soon as its pieces are
@@ -84,7 +83,7 @@ def encode_items(
     windows = (
         [(order[i], x, ordered[i].instruction) for i, x in w] for w in _windows(loader, batch_size * window_batches)
     )
-    return embed_windows(embedder, windows, len(items), batch_size, progress)
+    return embedder.embed_windows(windows, len(items), batch_size, progress)
 
 
 def _windows(loader: DataLoader, rows: int) -> Iterator[list[tuple[int, EmbedInput | None]]]:

@@ -3,6 +3,7 @@ import pytest
 
 from jfe import Embedder
 from jfe.data.jsonl import DataFormatError
+from jfe.inference import embed_windows
 from jfe.inputs import BadInputError
 from jfe.retrieval.encode import EncodeItem, encode_items, encode_to_shards, length_order, read_items
 from jfe.retrieval.items import TextStyle
@@ -59,6 +60,9 @@ def test_windows_are_resorted_by_exact_token_count(embedder, tmp_path):
         def __call__(self, **features):
             widths.append((int(features["attention_mask"].sum()), features["attention_mask"].numel()))
             return embedder(**features)
+
+        def embed_windows(self, *args):
+            return embed_windows(self, *args)
 
     vecs, ok = encode_items(Recording(), items, batch_size=2, progress=None)
     assert ok.all() and len(widths) == 4
