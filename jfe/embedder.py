@@ -84,9 +84,20 @@ def default_dtype(device: torch.device) -> torch.dtype:
 def attention_implementation(device: torch.device, dtype: torch.dtype) -> str:
     """flash-attn 2 where it can run (CUDA, half precision, package installed), sdpa otherwise."""
     half = dtype in (torch.float16, torch.bfloat16)
-    if device.type == "cuda" and half and importlib.util.find_spec("flash_attn") is not None:
+    if device.type == "cuda" and half and _imports("flash_attn"):
         return "flash_attention_2"
     return "sdpa"
+
+
+def _imports(name: str) -> bool:
+    # found is not enough: a flash-attn built for another torch or CUDA is found, then fails at load
+    if importlib.util.find_spec(name) is None:
+        return False
+    try:
+        importlib.import_module(name)
+    except Exception:  # any failure means: do not pick it
+        return False
+    return True
 
 
 def _as_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
