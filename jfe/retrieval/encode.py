@@ -1,7 +1,7 @@
 """``jfe encode``: embed a candidate pool, a query file or pair-format data into resumable shards.
 
     jfe encode --model M --data FILE --out DIR [--images-root DIR] [--instruction-file TSV]
-               [--shard I --num-shards N] [--batch-size B] [--dtype float16|float32]
+               [--shard I --num-shards N] [--batch-size B] [--dtype float16|float32] [--engine jfe|vllm]
 
 Without ``--shard`` one process encodes every shard in turn; with it, N processes (GPUs, nodes)
 split the corpus. A shard is written atomically and skipped when already complete, so a rerun
@@ -146,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored embedding dtype")
     parser.add_argument("--model-dtype", default=None, help="weights dtype (default: bfloat16 on CUDA, else float32)")
     parser.add_argument("--skip-bad-inputs", action="store_true", help="skip and count unreadable images")
+    parser.add_argument(
+        "--engine",
+        choices=["jfe", "vllm"],
+        default="jfe",
+        help="jfe (transformers, the default) or vllm: the forward in vLLM's pooling runner, the fast path "
+        "for large pools on GPUs (pip install 'jfe[vllm]'); same items, prompts, shards and resume",
+    )
     add_text_style_arguments(parser)
     add_model_arguments(parser)
     args = parser.parse_args(argv)
@@ -157,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     num_shards = args.num_shards or default_num_shards(len(items))
     if args.shard is not None and not 0 <= args.shard < num_shards:
         parser.error(f"--shard {args.shard} is outside 0..{num_shards - 1}")
-    embedder = Embedder.from_pretrained(args.model, dtype=args.model_dtype, **model_kwargs(args))
+    if args.engine == "vllm":
+        from jfe.serving.vllm import VllmEmbedder
+
+        embedder = VllmEmbedder(args.model, dtype=args.model_dtype, **model_kwargs(args))
+    else:
+        embedder = Embedder.from_pretrained(args.model, dtype=args.model_dtype, **model_kwargs(args))
     folders = encode_to_shards(
         embedder,
         items,

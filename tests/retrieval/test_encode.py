@@ -108,3 +108,15 @@ def test_bad_image_fails_with_path_or_is_skipped(embedder, mbeir_root, tmp_path,
     encode_to_shards(embedder, items, tmp_path / "lenient", num_shards=1, skip_bad=True, num_workers=workers)
     ids, _ = read_embeddings([tmp_path / "lenient"])
     assert "3:10" not in ids and len(ids) == len(items) - 1
+
+
+def test_the_vllm_engine_without_vllm_names_the_extra(tiny_model_dir, mbeir_root, tmp_path):
+    import importlib.util
+
+    from jfe.retrieval.encode import main
+
+    assert importlib.util.find_spec("vllm") is None  # vLLM lives in its own venv (tools/vllm_env.sh)
+    pool = mbeir_root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl"
+    with pytest.raises(ImportError, match=r"--engine vllm needs vLLM: pip install 'jfe\[vllm\]'"):
+        main(["--model", str(tiny_model_dir), "--data", str(pool), "--out", str(tmp_path / "e"), "--engine", "vllm"])
+    assert not (tmp_path / "e").exists()

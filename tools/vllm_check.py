@@ -1,0 +1,286 @@
+"""The vLLM gate: a model jfe exports embeds the same in vLLM's pooling runner as in jfe.
+
+Runs inside the venv ``tools/vllm_env.sh`` builds (vLLM pins its own torch)::
+
+    venv=$(tools/vllm_env.sh) && "$venv/bin/python" tools/vllm_check.py [--bench] [--json out.json]
+
+For every registered family it builds a tiny random model (hidden 256: vLLM's CPU attention wants
+a head dim of 64), saves it as ``jfe export`` does, and compares, in fp32 (max abs diff <= 1e-5):
+
+- ``vllm.LLM(..., runner="pooling").embed`` against ``Embedder.encode`` on a text with its
+  instruction, an image, image+text with an instruction, and a text over ``max_text_tokens``
+  (through :class:`jfe.serving.vllm.VllmEmbedder`, which renders and cuts as jfe does);
+- ``jfe encode --engine vllm`` against ``jfe encode`` on a small pool: same shard files and ids;
+- (Qwen2-VL) ``vllm serve PATH --runner pooling``: ``/v1/embeddings`` with chat messages against
+  ``Embedder.encode`` for a text query and its instruction.
+
+``--bench`` adds ``encode_vs_vllm`` (jfe's encode against vLLM's on the same inputs, both items/s)
+and ``engine_overhead`` (``--engine vllm``'s loop against ``LLM.embed`` called directly). Each
+family runs in a subprocess of its own (one vLLM engine per process). Prints one line per check;
+exits 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the tiny models need little
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TOL = 1e-5
+INSTRUCTION = "Retrieve an image of the handwritten digit described."
+LONG = " ".join(["a red seven written quickly and slanted to the right"] * 60)
+
+
+def _image(seed: int, size=(32, 32)):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+
+
+def _cases():
+    return {
+        "text+instruction": ([{"text": "a handwritten seven"}, {"text": "nine"}], INSTRUCTION),
+        "image": ([{"image": _image(0)}, {"image": _image(1, (16, 40))}], None),
+        "image+text+instruction": ([{"image": _image(2), "text": "inverted"}], INSTRUCTION),
+        "long text": ([{"text": LONG}], INSTRUCTION),
+    }
+
+
+def _export(arch: str, root: Path) -> Path:
+    from jfe import Embedder
+    from jfe.tiny import build_tiny_model
+
+    base = build_tiny_model(root / f"base-{arch}", arch=arch, hidden=256, layers=2, vision_hidden=256)
+    embedder = Embedder.from_pretrained(base, dtype="float32", device="cpu")
+    embedder.config.prompts = {"query": INSTRUCTION}
+    return embedder.save(root / f"export-{arch}")
+
+
+def _pool(root: Path) -> Path:
+    """A small M-BEIR candidate pool: texts, images, image+text."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(12):
+        image = None
+        if i % 3:
+            image = f"images/{i}.png"
+            _image(100 + i, (24 + 4 * i, 32)).save(root / image)
+        text = None if i % 3 == 1 else f"candidate {i} " * (1 + i)
+        modality = "image,text" if image and text else ("image" if image else "text")
+        rows.append({"did": f"9:{i}", "txt": text, "img_path": image, "modality": modality, "src_content": None})
+    path = root / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_family(arch: str, bench: bool, serve: bool) -> dict[str, str]:
+    """All checks of one family, in this process; returns name -> result line."""
+    import numpy as np
+
+    from jfe import Embedder
+    from jfe.serving.vllm import VllmEmbedder
+
+    results: dict[str, str] = {}
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folder = _export(arch, root)
+        ours = Embedder.from_pretrained(folder, dtype="float32", device="cpu")
+        engine = VllmEmbedder(folder, dtype="float32", enforce_eager=True, max_model_len=4096)
+        for name, (inputs, instruction) in _cases().items():
+            diff = float(np.abs(engine.encode(inputs, instruction) - ours.encode(inputs, instruction)).max())
+            ok = diff <= TOL
+            failed |= not ok
+            results[f"{arch} vllm {name}"] = f"max abs diff {diff:.2e}" + ("" if ok else f" FAILED (> {TOL})")
+
+        pool = _pool(root)
+        from jfe.retrieval.encode import encode_to_shards
+        from jfe.retrieval.items import read_items
+        from jfe.retrieval.shards import read_embeddings
+
+        items = read_items(pool, root)
+        encode_to_shards(ours, items, root / "emb-jfe", num_shards=2, dtype="float32", model_name=str(folder))
+        encode_to_shards(engine, items, root / "emb-vllm", num_shards=2, dtype="float32", model_name=str(folder))
+        ids_a, vecs_a = read_embeddings([root / "emb-jfe"])
+        ids_b, vecs_b = read_embeddings([root / "emb-vllm"])
+        files_a = sorted(p.relative_to(root / "emb-jfe") for p in (root / "emb-jfe").rglob("*") if p.is_file())
+        files_b = sorted(p.relative_to(root / "emb-vllm") for p in (root / "emb-vllm").rglob("*") if p.is_file())
+        diff = float(np.abs(vecs_a - vecs_b).max())
+        ok = ids_a == ids_b and files_a == files_b and vecs_a.dtype == vecs_b.dtype and diff <= TOL
+        failed |= not ok
+        results[f"{arch} encode --engine vllm"] = (
+            f"{len(ids_b)} items in {len(files_b)} files, same ids and files, max abs diff {diff:.2e}"
+            if ok
+            else f"FAILED: ids equal {ids_a == ids_b}, files {files_a} vs {files_b}, max abs diff {diff:.2e}"
+        )
+        if bench:
+            results.update(_bench(arch, ours, engine))
+        del engine
+        if serve:
+            line, ok = _serve(folder, ours)
+            failed |= not ok
+            results[f"{arch} vllm serve /v1/embeddings"] = line
+    results[f"{arch} ok"] = "no" if failed else "yes"
+    return results
+
+
+def _bench(arch: str, ours, engine) -> dict[str, str]:
+    """Items/s of both engines on the same 96 mixed inputs, and --engine vllm's loop overhead."""
+    from jfe.formatting import EmbedInput
+    from jfe.serving.vllm import requests
+
+    inputs = [{"text": f"candidate {i} " * (1 + i % 9)} for i in range(32)]
+    inputs += [{"image": _image(i, (16 + 8 * (i % 4), 32))} for i in range(32)]
+    inputs += [{"image": _image(50 + i), "text": f"variant {i}"} for i in range(32)]
+
+    def timed(fn, repeats=3):
+        fn()  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    t_jfe = timed(lambda: ours.encode(inputs, batch_size=32))
+    t_vllm = timed(lambda: engine.encode(inputs))
+    rows = [EmbedInput(text=x.get("text"), image=x.get("image")) for x in inputs]
+    prepared = requests(engine.processor, rows, [None] * len(rows), engine.config.max_text_tokens)
+    t_direct = timed(lambda: engine.llm.embed(prepared, use_tqdm=False))
+    window = [[(i, x, None) for i, x in enumerate(rows)]]
+    t_loop = timed(lambda: engine.embed_windows(window, len(rows)))
+    n = len(inputs)
+    speeds = f"jfe {n / t_jfe:.0f} items/s, vllm {n / t_vllm:.0f} items/s"
+    return {
+        f"{arch} bench encode_vs_vllm": f"{t_vllm / t_jfe:.2f} ({speeds}; jfe's items/s over vLLM's)",
+        f"{arch} bench engine_overhead": f"{t_loop / t_direct:.2f} (--engine vllm's loop over LLM.embed on prompts)",
+    }
+
+
+def _serve(folder: Path, ours, timeout: float = 240.0) -> tuple[str, bool]:
+    """``vllm serve`` on 127.0.0.1; the embedding of a query with its instruction, sent as chat
+    messages (vLLM applies the saved chat template), against ``Embedder.encode``."""
+
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(folder), "--runner", "pooling",
+        "--dtype", "float32", "--enforce-eager", "--host", "127.0.0.1", "--port", str(port),
+        "--max-model-len", "4096",
+    ]  # fmt: skip
+    with tempfile.TemporaryFile() as log:
+        return _query_server(command, log, folder, ours, timeout)
+
+
+def _query_server(command: list[str], log, folder: Path, ours, timeout: float) -> tuple[str, bool]:
+    import numpy as np
+
+    port = int(command[command.index("--port") + 1])
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                log.seek(0)
+                return f"FAILED: server exited {server.returncode}: {log.read()[-800:].decode(errors='replace')}", False
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    return f"FAILED: no answer on /health within {timeout:.0f} s", False
+                time.sleep(1)
+        query = "a handwritten seven"
+        body = {
+            "model": str(folder),
+            "messages": [
+                {"role": "system", "content": INSTRUCTION},
+                {"role": "user", "content": [{"type": "text", "text": query}]},
+            ],
+            "add_generation_prompt": True,
+            "encoding_format": "float",
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/embeddings",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            served = np.asarray(json.loads(answer.read())["data"][0]["embedding"], dtype=np.float32)
+        diff = float(np.abs(served - ours.encode([query], instruction=INSTRUCTION)[0]).max())
+        ok = diff <= TOL
+        return f"max abs diff {diff:.2e}" + ("" if ok else f" FAILED (> {TOL})"), ok
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bench", action="store_true", help="also measure encode_vs_vllm and engine_overhead")
+    parser.add_argument("--json", help="write every result here")
+    parser.add_argument("--families", help="comma-separated model types (default: every registered family)")
+    parser.add_argument("--no-serve", action="store_true", help="skip the vllm serve check")
+    parser.add_argument("--family", help=argparse.SUPPRESS)  # the per-family subprocess
+    args = parser.parse_args()
+    if args.family:
+        print(json.dumps(check_family(args.family, args.bench, serve=not args.no_serve and args.family == "qwen2_vl")))
+        return 0
+
+    import vllm
+
+    from jfe import backbones
+
+    print(f"vllm_check: vllm {vllm.__version__}, python {sys.version.split()[0]}", flush=True)
+    families = args.families.split(",") if args.families else list(backbones.names())
+    everything: dict[str, str] = {}
+    failed = False
+    for arch in families:
+        command = (
+            [sys.executable, __file__, "--family", arch] + ["--bench"] * args.bench + ["--no-serve"] * args.no_serve
+        )
+        done = subprocess.run(command, capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            everything[f"{arch} check"] = f"FAILED: exit {done.returncode}: {done.stderr[-1500:]}"
+            failed = True
+        else:
+            results = json.loads(lines[-1])
+            failed |= results.pop(f"{arch} ok") != "yes"
+            everything.update(results)
+        for name in [k for k in everything if k.startswith(arch)]:
+            print(f"{name}: {everything[name]}", flush=True)
+    if args.json:
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(everything, indent=2))
+        os.replace(tmp, args.json)
+    print("vllm_check: " + ("FAILED" if failed else "all passed"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
