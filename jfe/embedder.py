@@ -217,10 +217,33 @@ class Embedder(torch.nn.Module):
         out = Path(path)
         with atomic_dir(out) as tmp:
             self.model.save_pretrained(tmp)
+            if prefix := backbone_for(self.model).saved_prefix:
+                prefix_weight_names(tmp, prefix)
             self.processor.save_pretrained(tmp)
             (tmp / JFE_CONFIG).write_text(json.dumps(asdict(self.config), indent=2))
             write_sentence_transformers_config(tmp, self.dimension, self.config.prompts)
         return out
+
+
+def prefix_weight_names(folder: Path, prefix: str) -> None:
+    """Rename every weight of the safetensors checkpoint in ``folder`` to ``prefix + name`` (names
+    that have it already are kept), shards and index alike."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    index = folder / "model.safetensors.index.json"
+    shards = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    )
+    for shard in shards:
+        with safe_open(folder / shard, framework="pt") as f:
+            tensors = {k if k.startswith(prefix) else prefix + k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            metadata = f.metadata() or {"format": "pt"}
+        save_file(tensors, folder / shard, metadata=metadata)
+    if index.is_file():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {k if k.startswith(prefix) else prefix + k: v for k, v in data["weight_map"].items()}
+        index.write_text(json.dumps(data, indent=2))
 
 
 def _per_input(instruction: str | Sequence[str | None] | None, n: int) -> list[str | None]:

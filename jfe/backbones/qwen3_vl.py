@@ -32,6 +32,7 @@ QWEN3_VL = register(
         image_std=(0.5, 0.5, 0.5),
         tiny_config=_tiny,
         vision_lora=r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc[12])|(merger|deepstack_merger_list\.\d+)\.linear_fc[12]",
+        saved_prefix="model.",
         processor_class="Qwen3VLProcessor",
         video_processor_class="Qwen3VLVideoProcessor",
     )
