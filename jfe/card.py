@@ -57,6 +57,11 @@ def _stage_section(index: int, summary: TrainSummary) -> str:
     loss = f"{losses[0]:.4f} → {losses[-1]:.4f}" if losses else "n/a"
     world = summary.world_size
     batch = c.per_device_batch_size * world
+    mrl = ""
+    if c.matryoshka_dims:
+        weights = c.matryoshka_weights or [1.0] * len(c.matryoshka_dims)
+        dims = ", ".join(map(str, c.matryoshka_dims))
+        mrl = f"; Matryoshka dimensions {dims} (weights {', '.join(map(str, weights))})"
     return "\n".join(
         [
             f"### Stage {index}: {name}",
@@ -66,7 +71,7 @@ def _stage_section(index: int, summary: TrainSummary) -> str:
             f"- Trained: {trains}",
             f"- Loss: InfoNCE, temperature {c.temperature}{' (learned)' if c.learn_temperature else ''}, "
             f"global batch {batch} ({c.per_device_batch_size} x {world} rank(s)), "
-            f"GradCache chunk {c.gradcache_chunk_size or 'off'}",
+            f"GradCache chunk {c.gradcache_chunk_size or 'off'}{mrl}",
             f"- Optimiser: AdamW, learning rate {c.learning_rate}, {c.lr_scheduler_type} schedule, "
             f"{summary.global_steps if summary.global_steps is not None else c.max_steps} steps, dtype {c.dtype}",
             f"- MiMIC: caption dropout {c.caption_dropout}, modality mix-in {c.modality_mixin}",

@@ -21,6 +21,7 @@ from jfe.backbones import backbone_for
 from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, render, to_features
 from jfe.inference import Row, embed_windows
 from jfe.inputs import to_embed_input
+from jfe.matryoshka import truncate
 from jfe.pixels import set_pixel_budget
 from jfe.pooling import last_token_pool
 
@@ -40,6 +41,10 @@ class EmbedderConfig:
         metadata={"help": "named instructions, exported as sentence-transformers prompts (e.g. 'query')"},
     )
     base_model: str | None = field(default=None, metadata={"help": "the checkpoint this model was trained from"})
+    matryoshka_dims: list[int] = field(
+        default_factory=list,
+        metadata={"help": "the shorter prefixes training made embeddings of their own (MRL); any prefix can be used"},
+    )
     chat_template: str = field(
         default="jfe",
         metadata={
@@ -194,15 +199,18 @@ class Embedder(torch.nn.Module):
         instruction: str | Sequence[str | None] | None = None,
         batch_size: int = 32,
         show_progress: bool = False,
+        truncate_dim: int | None = None,
     ) -> np.ndarray:
         """Embed texts, images or image+text dicts; returns (N, D) float32, L2-normalised rows.
 
         ``instruction`` is one task instruction for every input (queries) or one per input.
+        ``truncate_dim``: keep the first components and renormalise (Matryoshka; as
+        sentence-transformers' ``truncate_dim`` with ``normalize_embeddings=True``).
         """
         items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
         window = list(zip(range(len(items)), items, _per_input(instruction, len(items)), strict=True))
         out, _ = self.embed_windows([window], len(items), batch_size, progress="encode" if show_progress else None)
-        return out
+        return truncate(out, truncate_dim)
 
     def embed_windows(
         self, windows: Iterable[list[Row]], total: int, batch_size: int = 32, progress: str | None = None

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from jfe.data.jsonl import json_lines
+from jfe.matryoshka import truncate
 from jfe.model_args import add_model_arguments, model_kwargs
 from jfe.retrieval.index import build_index, load_index, save_index, set_search_params
 from jfe.retrieval.items import add_text_style_arguments, read_items, text_style
@@ -47,6 +48,11 @@ def search_indexes(
     results = []
     for folder in index_dirs:
         index, ids, _ = load_index(folder, mmap=mmap)
+        if index.d != queries.shape[1]:
+            raise ValueError(
+                f"{folder}: the index holds {index.d}-d vectors, the queries are {queries.shape[1]}-d "
+                f"(a Matryoshka index needs jfe search --dim {index.d})"
+            )
         set_search_params(index, nprobe=nprobe, ef_search=ef_search)
         results.append(search(index, ids, queries, k))
     return results[0] if len(results) == 1 else merge_topk(results, k)
@@ -82,6 +88,7 @@ def search_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nprobe", type=int, help="IVF cells visited per query")
     parser.add_argument("--ef-search", type=int, help="HNSW search breadth")
     parser.add_argument("--tag", default="jfe")
+    parser.add_argument("--dim", type=int, help="queries cut to D components, renormalised (as the index's shards)")
     parser.add_argument(
         "--mmap",
         action=argparse.BooleanOptionalAction,
@@ -104,6 +111,7 @@ def search_main(argv: list[str] | None = None) -> int:
         task_ids = [tasks[item.id] for item in items]
     embedder = Embedder.from_pretrained(args.model, **model_kwargs(args))
     vectors, _ = encode_items(embedder, items, args.batch_size, progress="queries")
+    vectors = truncate(vectors, args.dim)
     scores, dids = search_indexes(args.index, vectors, args.k, args.nprobe, args.ef_search, args.mmap)
     write_trec_run(args.out, [item.id for item in items], scores, dids, args.tag, task_ids, args.run_format)
     print(f"wrote top-{args.k} for {len(items)} queries to {args.out}")

@@ -11,6 +11,7 @@ resumes where an interrupted one stopped.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -21,9 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from jfe.formatting import EmbedInput
 from jfe.inputs import BadInputError, load_image
+from jfe.matryoshka import truncate
 from jfe.model_args import add_model_arguments, model_kwargs
 from jfe.retrieval.items import EncodeItem, add_text_style_arguments, read_items, text_style
-from jfe.retrieval.shards import default_num_shards, is_complete, shard_dir, shard_slice, write_shard
+from jfe.retrieval.shards import META_FILE, default_num_shards, is_complete, shard_dir, shard_slice, write_shard
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +111,18 @@ def encode_to_shards(
     dtype: str = "float16",
     skip_bad: bool = False,
     model_name: str | None = None,
+    dim: int | None = None,
 ) -> list[Path]:
-    """Encode the chosen shards of ``items`` (all by default), skipping complete ones."""
+    """Encode the chosen shards of ``items`` (all by default), skipping complete ones. ``dim`` keeps
+    each embedding's first components, renormalised (Matryoshka)."""
     written = []
+    width = dim or embedder.dimension
     for index in shards if shards is not None else range(num_shards):
         folder = shard_dir(out, index, num_shards)
         if is_complete(folder):
+            found = json.loads((folder / META_FILE).read_text())["dim"]
+            if found != width:
+                raise ValueError(f"{folder}: complete shard of dimension {found}, this run writes {width}")
             logger.info("shard %s is complete: skipped", folder.name)
             written.append(folder)
             continue
@@ -122,6 +130,7 @@ def encode_to_shards(
         vecs, ok = encode_items(
             embedder, part, batch_size, num_workers, skip_bad, progress=f"shard {index + 1}/{num_shards}"
         )
+        vecs = truncate(vecs, dim)
         if not ok.all():
             logger.warning("shard %s: skipped %d bad input(s)", folder.name, int((~ok).sum()))
         ids = [item.id for item, good in zip(part, ok, strict=True) if good]
@@ -146,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored embedding dtype")
     parser.add_argument("--model-dtype", default=None, help="weights dtype (default: bfloat16 on CUDA, else float32)")
     parser.add_argument("--skip-bad-inputs", action="store_true", help="skip and count unreadable images")
+    parser.add_argument(
+        "--dim", type=int, help="keep the first D components, renormalised (Matryoshka; default: the full width)"
+    )
     parser.add_argument(
         "--engine",
         choices=["jfe", "vllm"],
@@ -181,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         dtype=args.dtype,
         skip_bad=args.skip_bad_inputs,
         model_name=str(args.model),
+        dim=args.dim,
     )
     print(f"{len(items)} items, {len(folders)} shard(s) complete under {args.out}")
     return 0

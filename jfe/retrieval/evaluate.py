@@ -28,6 +28,7 @@ from pathlib import Path
 from jfe.artifacts import EvalReport
 from jfe.data.instructions import Instructions
 from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
+from jfe.matryoshka import truncate
 from jfe.model_args import add_model_arguments, model_kwargs
 from jfe.retrieval.encode import EncodeItem, encode_items, encode_to_shards
 from jfe.retrieval.index import build_index
@@ -67,7 +68,15 @@ def ablate(items: list[EncodeItem], modality: str | None) -> list[EncodeItem]:
     return [replace(it, **{modality: None}) if it.image and it.text else it for it in items]
 
 
-def _pool_index(embedder, pool: CandidatePool, work: Path | None, batch_size: int, num_workers: int, style: TextStyle):
+def _pool_index(
+    embedder,
+    pool: CandidatePool,
+    work: Path | None,
+    batch_size: int,
+    num_workers: int,
+    style: TextStyle,
+    dim: int | None = None,
+):
     items = candidate_items(pool.records(), style)
     if work is None:
         vectors, _ = encode_items(embedder, items, batch_size, num_workers, progress=f"pool {pool.path.name}")
@@ -79,7 +88,8 @@ def _pool_index(embedder, pool: CandidatePool, work: Path | None, batch_size: in
             embedder, items, work, num_shards, batch_size=batch_size, num_workers=num_workers, dtype="float32"
         )
         ids, vectors = read_embeddings([work])
-    return build_index(vectors, ids, "Flat"), ids
+    # the cache holds the full width: every Matryoshka dimension is cut from it
+    return build_index(truncate(vectors, dim), ids, "Flat"), ids
 
 
 def run_id(name: str, pool: str, split: str, k: int) -> str:
@@ -102,6 +112,7 @@ def evaluate_mbeir(
     multimodal_only: bool = False,
     run_format: str = "trec",
     style: TextStyle = UNIIR_STYLE,
+    dim: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """:func:`jfe.retrieval.scoring.score_mbeir`'s table (per (dataset, task) pair, plus ``"average"``) of
     ``embedder`` on one split of an M-BEIR root: what ``jfe eval --run`` prints for the runs it writes
@@ -110,7 +121,8 @@ def evaluate_mbeir(
     Datasets are named by the root's instruction TSV, else by their query file when one file holds the
     dataset id. ``multimodal_only`` scores only the image+text queries (what the modality probe compares).
     ``style`` picks each query's prompt and whether texts get UniIR's ``format_string`` (by default as
-    UniIR: a prompt drawn per query, texts formatted)."""
+    UniIR: a prompt drawn per query, texts formatted). ``dim`` scores the embeddings' first ``dim``
+    components, renormalised (Matryoshka)."""
     layout = MBeirLayout(Path(root))
     instructions = Instructions.load(layout.instructions_file)
     names = datasets or layout.datasets(split)
@@ -119,7 +131,9 @@ def evaluate_mbeir(
     shared_index = None
     if pool == "global":
         union = CandidatePool.load(layout.global_pool_file(split), layout.root)
-        shared_index = _pool_index(embedder, union, work / "global" if work else None, batch_size, num_workers, style)
+        shared_index = _pool_index(
+            embedder, union, work / "global" if work else None, batch_size, num_workers, style, dim
+        )
     run: dict[str, dict[str, float]] = {}
     qrels: dict[str, dict[str, int]] = {}
     tasks: dict[str, int] = {}
@@ -134,12 +148,14 @@ def evaluate_mbeir(
                 continue
         if shared_index is None:
             local = CandidatePool.load(layout.local_pool_file(name, split), layout.root)
-            index, ids = _pool_index(embedder, local, work / name if work else None, batch_size, num_workers, style)
+            index, ids = _pool_index(
+                embedder, local, work / name if work else None, batch_size, num_workers, style, dim
+            )
         else:
             index, ids = shared_index
         items = ablate(query_items(queries, instructions, style), ablate_modality)
         vectors, _ = encode_items(embedder, items, batch_size, num_workers, progress=f"queries {name}")
-        scores, dids = search(index, ids, vectors, k)
+        scores, dids = search(index, ids, truncate(vectors, dim), k)
         qids = [q.id for q in queries]
         if runs_dir is not None:
             task_ids = [q.task_id for q in queries] if run_format == "uniir" else None
@@ -194,6 +210,15 @@ def probe_table(full: dict, ablated: dict, metric: str = "recall@1") -> dict[str
     return out
 
 
+def dims_table(full: dict, by_dim: dict[str, dict], metric: str = "recall@1") -> dict[str, dict[str, float]]:
+    """One row per task: ``metric`` at the full width and at each Matryoshka dimension."""
+    return {
+        task: {"full": row[metric], **{f"dim {d}": table[task][metric] for d, table in by_dim.items()}}
+        for task, row in full.items()
+        if metric in row
+    }
+
+
 def save_chart(table: dict[str, dict[str, float]], path: Path, metric: str) -> None:
     try:
         import matplotlib
@@ -232,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablate", choices=["image", "text"], help="modality probe: remove it from image+text queries")
     parser.add_argument("--out", help="folder (end to end) or JSON file (--run) for the results")
     parser.add_argument("--png", action="store_true", help="also save a bar chart of per-task recall")
+    parser.add_argument(
+        "--dims", type=int, nargs="+", help="Matryoshka: also score the embeddings cut to each of these dimensions"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
     add_text_style_arguments(parser, policies=("uniir", "first", "all"))
@@ -290,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         probe = probe_table(full, ablated)
         print(f"\nModality probe: {args.ablate} removed from image+text queries\n" + to_markdown(probe))
         result.probe = {"ablate": args.ablate, "tasks": probe}
+    if args.dims:
+        result.dims = {
+            str(d): with_headline(evaluate_mbeir(embedder, args.mbeir_root, dim=d, **common)) for d in args.dims
+        }
+        print("\nMatryoshka: recall@1 by dimension\n" + to_markdown(dims_table(shown, result.dims)))
     result.write(out)
     (out / "eval.md").write_text(to_markdown(shown) + "\n")
     if args.png:

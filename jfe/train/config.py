@@ -77,6 +77,12 @@ class TrainConfig:
     symmetric_loss: bool = option(
         False, "also the reverse InfoNCE, each positive picking its query among the batch's queries (averaged)"
     )
+    matryoshka_dims: list[int] = option(
+        [],
+        "Matryoshka (MRL): also train the embedding's first D components for each D listed (below the width); "
+        "the full width always trains, with weight 1",
+    )
+    matryoshka_weights: list[float] = option([], "MRL: the loss weight of each matryoshka_dims entry (default 1)")
     gradcache_chunk_size: int = option(0, "GradCache: embed in chunks of this size (0: off)")
     length_chunks: int = option(
         8,

@@ -54,6 +54,7 @@ def merged_embedder(config: TrainConfig, base_path: str, state_dict: dict[str, t
         base.model = base.model.merge_and_unload()
     base.config.base_model = base_path
     base.config.prompts = training_prompts(config)
+    base.config.matryoshka_dims = sorted(config.matryoshka_dims, reverse=True)
     return Embedder(base.model, base.processor, base.config)
 
 

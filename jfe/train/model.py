@@ -17,6 +17,7 @@ from transformers import BitsAndBytesConfig
 from jfe.backbones import backbone_for
 from jfe.embedder import Embedder
 from jfe.lengths import in_batch_order
+from jfe.matryoshka import check_dims, prefixes
 from jfe.train.config import TrainConfig
 from jfe.train.gradcache import gradcache_loss
 from jfe.train.loss import Temperature, contrastive_loss
@@ -122,13 +123,23 @@ class ContrastiveModel(torch.nn.Module):
         self.gather = config.gather_across_ranks
         self.symmetric = config.symmetric_loss
         self.chunk_size = config.gradcache_chunk_size
+        check_dims(config.matryoshka_dims, config.matryoshka_weights, embedder.dimension)
+        self.dims = list(config.matryoshka_dims)
+        self.dim_weights = list(config.matryoshka_weights) or [1.0] * len(self.dims)
 
     def embed(self, features, count: int) -> torch.Tensor:
         """Embeddings of the first ``count`` rows (a trailing dummy-image row is dropped)."""
         return self.embedder(**features)[:count]
 
     def loss(self, q: torch.Tensor, c: torch.Tensor, temperature: torch.Tensor, ids: dict) -> torch.Tensor:
-        return contrastive_loss(q, c, temperature, gather=self.gather, symmetric=self.symmetric, **ids)
+        """InfoNCE on the embeddings, plus (MRL) each ``matryoshka_dims`` prefix's, weighted, as
+        sentence-transformers' MatryoshkaLoss sums them."""
+        total = contrastive_loss(q, c, temperature, gather=self.gather, symmetric=self.symmetric, **ids)
+        for weight, qd, cd in zip(self.dim_weights, prefixes(q, self.dims), prefixes(c, self.dims), strict=True):
+            total = total + weight * contrastive_loss(
+                qd, cd, temperature, gather=self.gather, symmetric=self.symmetric, **ids
+            )
+        return total
 
     def forward(
         self,

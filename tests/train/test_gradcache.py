@@ -16,8 +16,11 @@ def _grads(model, batch):
     return float(loss), grads
 
 
-@pytest.mark.parametrize(("trainable", "symmetric"), [("full", False), ("lora", False), ("full", True)])
-def test_gradcache_gives_the_full_batch_gradients(tiny_model_dir, mixed_pairs, trainable, symmetric):
+@pytest.mark.parametrize(
+    ("trainable", "symmetric", "dims"),
+    [("full", False, []), ("lora", False, []), ("full", True, []), ("full", False, [32, 16])],
+)
+def test_gradcache_gives_the_full_batch_gradients(tiny_model_dir, mixed_pairs, trainable, symmetric, dims):
     config = TrainConfig(
         model=str(tiny_model_dir),
         output_dir="unused",
@@ -25,6 +28,7 @@ def test_gradcache_gives_the_full_batch_gradients(tiny_model_dir, mixed_pairs, t
         learn_temperature=True,
         lora_dropout=0.0,
         symmetric_loss=symmetric,
+        matryoshka_dims=dims,  # the Matryoshka terms reach GradCache's cached gradients too
     )
     torch.manual_seed(0)
     model = ContrastiveModel(load_embedder(config, str(tiny_model_dir)), config)
