@@ -97,3 +97,19 @@ def test_encode_search_and_eval_at_a_dimension(saved, mbeir_root, tmp_path, caps
     assert set(report["dims"]) == {"32", "16"}
     assert set(report["dims"]["16"]) == set(report["metrics"])
     assert "Matryoshka: recall@1 by dimension" in capsys.readouterr().out
+
+
+def test_a_matryoshka_run_saves_its_dims_and_the_card_names_them(tiny_model_dir, mixed_pairs, tmp_path):
+    from jfe.card import render_model_card
+    from jfe.embedder import EmbedderConfig
+    from jfe.export import export
+    from jfe.train.trainer import run
+
+    config = TrainConfig(
+        model=str(tiny_model_dir), output_dir=str(tmp_path / "run"), data_format="pairs",
+        pairs_files=[str(mixed_pairs)], per_device_batch_size=8, max_steps=2, save_steps=2, logging_steps=1,
+        trainable="lora", lora_dropout=0.0, matryoshka_dims=[16, 32], matryoshka_weights=[0.5, 1.0],
+    )  # fmt: skip
+    out = export(run(config), tmp_path / "export")
+    assert EmbedderConfig.load(out).matryoshka_dims == [32, 16]
+    assert "Matryoshka dimensions 16, 32 (weights 0.5, 1.0)" in render_model_card(out)
