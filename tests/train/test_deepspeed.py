@@ -1,11 +1,5 @@
 """Real 2-rank runs under the DeepSpeed launcher (CPU ranks, gloo), ZeRO-2 and ZeRO-3."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,6 +7,7 @@ from jfe import Embedder
 from jfe.data.dataset import ContrastiveDataset
 from jfe.data.pairs import load_pairs
 from jfe.data.sampler import TaskBatchSampler
+from tests.train.launch import deepspeed_losses
 
 STEPS = 24
 BATCH = 4
@@ -35,23 +30,11 @@ def _steps_where_one_rank_has_no_image(mixed_pairs):
 
 
 def _launch(zero, port, tiny_model_dir, mixed_pairs, out, *extra):
-    repo = Path(__file__).resolve().parents[2]
-    launcher = Path(sys.executable).parent / "deepspeed"
-    command = [
-        str(launcher), "--num_gpus", "2", "--master_port", str(port),
-        "--module", "jfe.train", "--config", str(repo / "recipes" / "tiny-stage1.yaml"),
-        "--deepspeed", str(repo / "deepspeed_configs" / f"{zero}.json"),
-        f"model={tiny_model_dir}", f"output_dir={out}", "data_format=pairs", f"pairs_files=[{mixed_pairs}]",
-        "trainable=full", "train_vision=false", "warmup_steps=0", f"per_device_batch_size={BATCH}",
-        "learning_rate=1e-3", f"max_steps={STEPS}",
-        "logging_steps=1", "save_steps=1000", "seed=0", *extra,
-    ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=480)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads((out / "final" / "jfe_train.json").read_text())
-    assert summary["world_size"] == 2 and summary["global_steps"] == STEPS
-    return [e["loss"] for e in summary["loss_history"]]
+    return deepspeed_losses(
+        "tiny-stage1.yaml", zero, port, out, STEPS,
+        f"model={tiny_model_dir}", "data_format=pairs", f"pairs_files=[{mixed_pairs}]", "trainable=full",
+        "train_vision=false", f"per_device_batch_size={BATCH}", "learning_rate=1e-3", "seed=0", *extra,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,7 @@ ZeRO-2. A recipe or registry change that breaks a ZeRO stage fails here.
 Which weights a run may change is checked on the merged final model, against the starting one.
 """
 
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +14,8 @@ import pytest
 import torch
 
 from jfe import Embedder, backbones
+from tests.train.launch import deepspeed_losses
 
-REPO = Path(__file__).resolve().parents[2]
 STEPS = 2
 LANGUAGE = re.compile(r"(.*\.)?language_model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight")
 
@@ -36,22 +32,6 @@ RUNS = [
 RUNS += [("lora-language+vision", "zero2", arch) for arch in backbones.names() if arch != "qwen2_vl"]
 
 
-def _launch(recipe, overrides, zero, model, out, port):
-    command = [
-        str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port", str(port),
-        "--module", "jfe.train", "--config", str(REPO / "recipes" / recipe),
-        "--deepspeed", str(REPO / "deepspeed_configs" / f"{zero}.json"),
-        f"model={model}", f"output_dir={out}", f"max_steps={STEPS}", "per_device_batch_size=4", "num_negatives=1",
-        "warmup_steps=0", "logging_steps=1", "save_steps=1000", "dataloader_num_workers=0", *overrides,
-    ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads((out / "final" / "jfe_train.json").read_text())
-    assert summary["world_size"] == 2 and summary["global_steps"] == STEPS
-    return [e["loss"] for e in summary["loss_history"]]
-
-
 @pytest.fixture(scope="module")
 def runs(tiny_model_dirs, free_port, tmp_path_factory):
     """(shape, zero, arch) -> losses, launched once each and on demand."""
@@ -61,7 +41,11 @@ def runs(tiny_model_dirs, free_port, tmp_path_factory):
         if (shape, zero, arch) not in done:
             out = tmp_path_factory.mktemp("zero") / f"{arch}-{shape}-{zero}"
             recipe, overrides = SHAPES[shape]
-            done[shape, zero, arch] = out, _launch(recipe, overrides, zero, tiny_model_dirs[arch], out, free_port())
+            fixed = [f"model={tiny_model_dirs[arch]}", "per_device_batch_size=4", "num_negatives=1"]
+            losses = deepspeed_losses(
+                recipe, zero, free_port(), out, STEPS, *fixed, "dataloader_num_workers=0", *overrides
+            )
+            done[shape, zero, arch] = out, losses
         return done[shape, zero, arch]
 
     return run
