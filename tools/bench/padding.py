@@ -25,6 +25,7 @@ def encode_tokens(embedder, items: list, batch_size: int) -> tuple[int, int]:
     ``items``, counted from the collated features; nothing runs through the model."""
     import torch
 
+    from jfe.inference import embed_windows
     from jfe.retrieval.encode import encode_items
 
     counted = {"real": 0, "padded": 0}
@@ -39,6 +40,9 @@ def encode_tokens(embedder, items: list, batch_size: int) -> tuple[int, int]:
             counted["real"] += int(mask.sum())
             counted["padded"] += mask.numel()
             return torch.zeros(mask.shape[0], 1)
+
+        def embed_windows(self, *args):
+            return embed_windows(self, *args)
 
     encode_items(Counting(), items, batch_size, progress=None)
     return counted["real"], counted["padded"]
