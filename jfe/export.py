@@ -1,7 +1,7 @@
 """``jfe export``: a trained run -> one self-contained folder (merged weights, processor, embedding
 chat template, query prompts, sentence-transformers files, model card).
 
-    jfe export --model runs/x/final|runs/x/checkpoint-N|any-qwen2-vl-folder --out DIR [--eval eval.json]
+    jfe export --model runs/x/final|runs/x/checkpoint-N|any-supported-checkpoint --out DIR [--eval eval.json]
 
 LoRA is merged, and a QLoRA run is merged onto the full-precision base weights (its 4-bit base is
 not what users should download). The folder loads in ``jfe.Embedder`` and in

@@ -65,13 +65,14 @@ class VllmEmbedder:
         self.processor = AutoProcessor.from_pretrained(path)
         install_chat_template(self.processor, self.config)
         self.dimension = AutoConfig.from_pretrained(path).get_text_config().hidden_size
-        pixels = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
-        if pixels:
-            # the processor jfe renders with and vLLM's own must resize alike
+        if min_pixels or max_pixels:
+            # the processor jfe renders with and vLLM's own must resize alike: both get the bounds as
+            # the processor's size, which every family's image processor reads
             from jfe.pixels import set_pixel_budget
 
             set_pixel_budget(self.processor, min_pixels, max_pixels)
-            llm_kwargs.setdefault("mm_processor_kwargs", {}).update(pixels)
+            size = dict(self.processor.image_processor.size)
+            llm_kwargs.setdefault("mm_processor_kwargs", {})["size"] = size
         self.llm = vllm.LLM(model=path, runner="pooling", dtype=dtype or "auto", **llm_kwargs)
 
     def encode(self, inputs: list, instruction: str | list[str | None] | None = None) -> np.ndarray:

@@ -5,6 +5,8 @@ training does, and counts their tokens; it builds the model on the meta device (
 read, so a 7B model costs nothing) to count what trains; and it estimates activation memory per
 rank from those counts. The estimate is a rule of thumb, stated in :func:`activation_bytes`, good
 to about a factor of two: enough to pick a batch size before a long run, not to replace a trial.
+Parameters are counted unquantised: under QLoRA the run's own log counts a 4-bit weight's packed
+storage (two values a byte), the plan the weight's values.
 """
 
 from __future__ import annotations
