@@ -81,11 +81,13 @@ def cut_texts(processor: Any, texts: Sequence[str | None], max_text_tokens: int)
     ``cut_texts(its_processor_or_tokenizer, texts, max_text_tokens)`` for texts over the limit and
     it embeds them as jfe does (``jfe encode --engine vllm`` does so itself)."""
     tokenizer = getattr(processor, "tokenizer", processor)
-    present = [text for text in texts if text]
-    ids = iter(tokenizer(present, add_special_tokens=False)["input_ids"] if present else [])
+    # A byte-level BPE token is at least one byte, so a text of at most max_text_tokens UTF-8 bytes
+    # cannot be over the limit: only longer ones are tokenised (most captions never are).
+    longer = [text for text in texts if text and len(text.encode("utf-8")) > max_text_tokens]
+    ids = dict(zip(longer, tokenizer(longer, add_special_tokens=False)["input_ids"] if longer else [], strict=True))
     out = []
     for text in texts:
-        row = next(ids) if text else None
+        row = ids.get(text) if text else None
         out.append(tokenizer.decode(row[:max_text_tokens]) if row is not None and len(row) > max_text_tokens else text)
     return out
 
