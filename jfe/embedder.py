@@ -76,6 +76,27 @@ def install_chat_template(processor: Any, config: EmbedderConfig) -> None:
         raise ValueError(f"chat_template='checkpoint', but {source} ships no chat template")
 
 
+def load_processor(
+    path: str,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    chat_template: str | None = None,
+) -> tuple[Any, EmbedderConfig]:
+    """A checkpoint's processor, with the image-token budget and the chat template its
+    :class:`EmbedderConfig` (``chat_template`` overriding the saved one) names, and that config:
+    what every engine (transformers, vLLM, ``jfe train --plan``) renders and resizes with."""
+    processor = AutoProcessor.from_pretrained(path)
+    if min_pixels or max_pixels:
+        set_pixel_budget(processor, min_pixels, max_pixels)
+    config = EmbedderConfig.load(path)
+    if config.base_model is None:
+        config.base_model = path
+    if chat_template is not None:
+        config.chat_template = chat_template
+    install_chat_template(processor, config)
+    return processor, config
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -150,15 +171,8 @@ class Embedder(torch.nn.Module):
         device = torch.device(device) if device is not None else default_device()
         dtype = _as_dtype(dtype, device)
         model_kwargs.setdefault("attn_implementation", attention_implementation(device, dtype))
-        processor = AutoProcessor.from_pretrained(path)
-        if min_pixels or max_pixels:
-            set_pixel_budget(processor, min_pixels, max_pixels)
+        processor, config = load_processor(path, min_pixels, max_pixels, chat_template)
         model = AutoModel.from_pretrained(path, dtype=dtype, **model_kwargs)
-        config = EmbedderConfig.load(path)
-        if config.base_model is None:
-            config.base_model = path
-        if chat_template is not None:
-            config.chat_template = chat_template
         embedder = cls(model, processor, config)
         if "device_map" not in model_kwargs and "quantization_config" not in model_kwargs:
             embedder.to(device)
@@ -179,7 +193,7 @@ class Embedder(torch.nn.Module):
     def features(self, inputs: Sequence[Any], instruction: str | Sequence[str | None] | None = None) -> BatchFeature:
         """Raw inputs (as ``encode`` takes them) -> the model features of one batch, in input order."""
         items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
-        prompts = render(self.processor, items, _per_input(instruction, len(items)), self.config.max_text_tokens)
+        prompts = render(self.processor, items, per_input(instruction, len(items)), self.config.max_text_tokens)
         return to_features(self.processor, prompts, items)
 
     def forward(self, **features: torch.Tensor) -> torch.Tensor:
@@ -208,7 +222,7 @@ class Embedder(torch.nn.Module):
         sentence-transformers' ``truncate_dim`` with ``normalize_embeddings=True``).
         """
         items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
-        window = list(zip(range(len(items)), items, _per_input(instruction, len(items)), strict=True))
+        window = list(zip(range(len(items)), items, per_input(instruction, len(items)), strict=True))
         out, _ = self.embed_windows([window], len(items), batch_size, progress="encode" if show_progress else None)
         return truncate(out, truncate_dim)
 
@@ -254,7 +268,8 @@ def prefix_weight_names(folder: Path, prefix: str) -> None:
         index.write_text(json.dumps(data, indent=2))
 
 
-def _per_input(instruction: str | Sequence[str | None] | None, n: int) -> list[str | None]:
+def per_input(instruction: str | Sequence[str | None] | None, n: int) -> list[str | None]:
+    """One instruction for every input, or one per input (checked)."""
     if instruction is None or isinstance(instruction, str):
         return [instruction] * n
     instructions = list(instruction)

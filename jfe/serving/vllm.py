@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoProcessor
+from transformers import AutoConfig
 
-from jfe.embedder import EmbedderConfig, install_chat_template
+from jfe.embedder import load_processor, per_input
 from jfe.formatting import EmbedInput, render
 from jfe.inference import Row
 
@@ -59,18 +59,11 @@ class VllmEmbedder:
         except ImportError as err:
             raise ImportError(MISSING) from err
         path = os.fspath(path)
-        self.config = EmbedderConfig.load(path)
-        if chat_template is not None:
-            self.config.chat_template = chat_template
-        self.processor = AutoProcessor.from_pretrained(path)
-        install_chat_template(self.processor, self.config)
+        self.processor, self.config = load_processor(path, min_pixels, max_pixels, chat_template)
         self.dimension = AutoConfig.from_pretrained(path).get_text_config().hidden_size
         if min_pixels or max_pixels:
-            # the processor jfe renders with and vLLM's own must resize alike: both get the bounds as
-            # the processor's size, which every family's image processor reads
-            from jfe.pixels import set_pixel_budget
-
-            set_pixel_budget(self.processor, min_pixels, max_pixels)
+            # the processor jfe renders with and vLLM's own must resize alike: vLLM's gets the bounds
+            # as the processor's size, which every family's image processor reads
             size = dict(self.processor.image_processor.size)
             llm_kwargs.setdefault("mm_processor_kwargs", {})["size"] = size
         self.llm = vllm.LLM(model=path, runner="pooling", dtype=dtype or "auto", **llm_kwargs)
@@ -80,8 +73,7 @@ class VllmEmbedder:
         from jfe.inputs import to_embed_input
 
         rows = [to_embed_input(x, i) for i, x in enumerate(inputs)]
-        per = instruction if isinstance(instruction, list) else [instruction] * len(rows)
-        return self._embed(rows, per)
+        return self._embed(rows, per_input(instruction, len(rows)))
 
     def _embed(self, rows: list[EmbedInput], instructions: list[str | None]) -> np.ndarray:
         batch = requests(self.processor, rows, instructions, self.config.max_text_tokens)

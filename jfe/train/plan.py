@@ -15,11 +15,10 @@ import random
 from dataclasses import asdict, dataclass
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoProcessor
+from transformers import AutoConfig, AutoModel
 
 from jfe.builtins import resolve_builtin
-from jfe.embedder import Embedder, EmbedderConfig
-from jfe.pixels import set_pixel_budget
+from jfe.embedder import Embedder, load_processor
 from jfe.train.config import TrainConfig
 from jfe.train.model import make_trainable, parameter_counts
 
@@ -117,12 +116,10 @@ def _side_cost(chunks_per_batch: list[list[dict]], image_token_id: int) -> SideC
 
 def meta_embedder(model_path: str, config: TrainConfig) -> Embedder:
     """The run's embedder with its processor and pixel budget, its model on the meta device."""
-    processor = AutoProcessor.from_pretrained(model_path)
-    if config.min_pixels or config.max_pixels:
-        set_pixel_budget(processor, config.min_pixels or None, config.max_pixels or None)
+    processor, embedder_config = load_processor(model_path, config.min_pixels or None, config.max_pixels or None)
     with torch.device("meta"):
         model = AutoModel.from_config(AutoConfig.from_pretrained(model_path))
-    return Embedder(model, processor, EmbedderConfig.load(model_path))
+    return Embedder(model, processor, embedder_config)
 
 
 def plan(config: TrainConfig, batches: int = 8) -> Plan:
