@@ -11,7 +11,6 @@ resumes where an interrupted one stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from jfe.inputs import BadInputError, load_image
 from jfe.matryoshka import truncate
 from jfe.model_args import add_model_arguments, model_kwargs
 from jfe.retrieval.items import EncodeItem, add_text_style_arguments, read_items, text_style
-from jfe.retrieval.shards import META_FILE, default_num_shards, is_complete, shard_dir, shard_slice, write_shard
+from jfe.retrieval.shards import default_num_shards, is_complete, read_meta, shard_dir, shard_slice, write_shard
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ def encode_to_shards(
     for index in shards if shards is not None else range(num_shards):
         folder = shard_dir(out, index, num_shards)
         if is_complete(folder):
-            found = json.loads((folder / META_FILE).read_text())["dim"]
+            found = read_meta(folder)["dim"]
             if found != width:
                 raise ValueError(f"{folder}: complete shard of dimension {found}, this run writes {width}")
             logger.info("shard %s is complete: skipped", folder.name)

@@ -120,7 +120,8 @@ def _expand(path: Path) -> list[Path]:
     return shards
 
 
-def _read_meta(shard: Path) -> dict:
+def read_meta(shard: Path) -> dict:
+    """A complete shard's ``meta.json``, checked (count, dim, dtype); errors name the file."""
     if not is_complete(shard):
         raise ValueError(f"incomplete shard {shard}: {META_FILE} missing (the shard was not finished writing)")
     meta_path = shard / META_FILE
@@ -187,7 +188,7 @@ def read_embeddings(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple
     shards = [s for p in paths for s in _expand(Path(p))]
     if not shards:
         raise ValueError(f"no embeddings found under {', '.join(str(p) for p in paths) or '(no paths given)'}")
-    metas = [_read_meta(s) for s in shards]
+    metas = [read_meta(s) for s in shards]
     for shard, meta in zip(shards[1:], metas[1:], strict=True):
         if meta["dim"] != metas[0]["dim"]:
             raise ValueError(
