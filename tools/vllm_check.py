@@ -160,7 +160,7 @@ def check_family(arch: str, bench: bool, serve: bool) -> dict[str, str]:
     return results
 
 
-def _bench(arch: str, ours, engine, repeats: int = 9) -> dict[str, str]:
+def _bench(arch: str, ours, engine, repeats: int = 10) -> dict[str, str]:
     """Items/s of both engines on the same 192 mixed inputs, and ``jfe encode --engine vllm``'s
     overhead over what a caller of ``LLM.embed`` does for the same files (open the images, render
     the prompts, embed). Every timed call gets texts of its own, so no prompt comes from jfe's
@@ -214,10 +214,13 @@ def _bench(arch: str, ours, engine, repeats: int = 9) -> dict[str, str]:
             ]
             engine.llm.embed(requests(engine.processor, rows, [None] * len(rows), 10**9), use_tqdm=False)
 
-        # alternated, so both see the same drift of a shared machine; the best of each is kept
+        # alternated, so both see the same drift of a shared machine, and each goes first in half the
+        # rounds: the first call after a pause runs ~15% slower (vLLM's engine idles between calls);
+        # the best of each is kept
         t_loop = t_direct = float("inf")
         for r in range(-1, repeats):
-            for fn, name in ((loop, "loop"), (direct, "direct")):
+            pair = ((loop, "loop"), (direct, "direct"))
+            for fn, name in pair if r % 2 else pair[::-1]:
                 start = time.perf_counter()
                 fn(r)
                 took = time.perf_counter() - start

@@ -76,8 +76,10 @@ def encode_items(
 
     Images are decoded in DataLoader workers, ``window_batches`` batches at a time, in
     :func:`length_order`; the engine's ``embed_windows`` (for an :class:`~jfe.Embedder`, the loop
-    ``Embedder.encode`` runs too) sorts each window by exact token count and embeds it."""
-    order = length_order(items)
+    ``Embedder.encode`` runs too) sorts each window by exact token count and embeds it. An engine
+    whose ``schedules_batches`` is true (vLLM) gets the items in file order instead: its own
+    scheduler packs requests by tokens, and measured it ran length-sorted requests slower."""
+    order = list(range(len(items))) if getattr(embedder, "schedules_batches", False) else length_order(items)
     ordered = [items[i] for i in order]
     # workers decode batch-sized pieces, so the first window is ready as soon as its pieces are
     loader = DataLoader(_Loaded(ordered, skip_bad), batch_size=batch_size, num_workers=num_workers, collate_fn=list)

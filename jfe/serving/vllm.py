@@ -45,6 +45,10 @@ class VllmEmbedder:
     """Embeds like :class:`jfe.Embedder` (same inputs, instructions and outputs) through
     ``vllm.LLM(..., runner="pooling").embed``."""
 
+    # jfe encode hands this engine its items in file order: vLLM packs requests into batches by
+    # tokens itself, and with length-sorted requests it ran 15% slower here
+    schedules_batches = True
+
     def __init__(
         self,
         path: str | os.PathLike,
