@@ -27,6 +27,9 @@ TENSOR_KEY = "embeddings"
 _SHARD_RE = re.compile(r"^shard-(\d{5,})-of-(\d{5,})$")
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 _MAX_HEADER = 100 * 2**20  # safetensors refuses larger headers too
+# meta.json's "kind" (index.json's too): one vector per item, or a variable number (late interaction);
+# files written before multi-vector shards existed have none and are single
+KINDS = {"single": "single-vector", "multi": "multi-vector (late-interaction)"}
 # Default shard size: a shard is the unit a crash redoes, and one float16 shard of 100k x 1536 is 300 MB.
 ROWS_PER_SHARD = 100_000
 
@@ -135,6 +138,36 @@ def read_meta(shard: Path) -> dict:
     return {**meta, "count": count, "dim": dim}
 
 
+def check_kind(meta_path: Path, meta: dict, expected: str, what: str, readers: dict[str, str]) -> None:
+    """Refuse ``meta`` (read from ``meta_path``) unless its ``kind`` is ``expected``: the error says
+    which kind the ``what`` (shard, index) is and, from ``readers`` (kind -> how), how to read that kind."""
+    kind = meta.get("kind", "single")
+    if kind not in KINDS:
+        raise ValueError(f"{meta_path}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    if kind != expected:
+        raise ValueError(f"{meta_path}: a {KINDS[kind]} {what}, not a {KINDS[expected]} one: {readers[kind]}")
+
+
+SHARD_READERS = {
+    "single": "read it with read_embeddings (jfe index without --multi)",
+    "multi": "read it with read_multi_embeddings (jfe index --multi)",
+}
+
+
+def complete_shards(paths: list[str | os.PathLike] | str | os.PathLike, kind: str) -> list[tuple[Path, dict]]:
+    """The shard folders ``paths`` name (see :func:`read_embeddings`) with their checked ``meta.json``,
+    each complete and of ``kind``; at least one."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    shards = [s for p in paths for s in _expand(Path(p))]
+    if not shards:
+        raise ValueError(f"no embeddings found under {', '.join(str(p) for p in paths) or '(no paths given)'}")
+    metas = [read_meta(s) for s in shards]
+    for shard, meta in zip(shards, metas, strict=True):
+        check_kind(shard / META_FILE, meta, kind, "shard", SHARD_READERS)
+    return list(zip(shards, metas, strict=True))
+
+
 def _read_ids(shard: Path, count: int) -> list[str]:
     path = shard / IDS_FILE
     if not path.is_file():
@@ -183,12 +216,7 @@ def read_embeddings(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple
     read-only: indexing a large pool then costs no second gigabyte-sized copy, pages are read as
     FAISS touches them. Several shards (or float16) are copied into one writable array.
     """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    shards = [s for p in paths for s in _expand(Path(p))]
-    if not shards:
-        raise ValueError(f"no embeddings found under {', '.join(str(p) for p in paths) or '(no paths given)'}")
-    metas = [read_meta(s) for s in shards]
+    shards, metas = zip(*complete_shards(paths, "single"), strict=True)
     for shard, meta in zip(shards[1:], metas[1:], strict=True):
         if meta["dim"] != metas[0]["dim"]:
             raise ValueError(
