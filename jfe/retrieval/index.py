@@ -17,11 +17,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jfe.atomic import atomic_path, atomic_write_text
+from jfe.retrieval.shards import check_kind
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.txt"
 META_FILE = "index.json"
 _ADD_CHUNK = 65536
+# how to load each kind of index folder (index.json's "kind"; none means single)
+INDEX_READERS = {
+    "single": "load it with jfe.retrieval.index.load_index",
+    "multi": "load it with jfe.retrieval.multi_index.load_multi_index",
+}
 
 
 def _faiss_message(err: Exception) -> str:
@@ -142,6 +148,37 @@ def save_index(index: faiss.Index, ids: list[str], out_dir: str | os.PathLike, f
     return out_dir
 
 
+def read_index_meta(dir: Path, kind: str) -> dict:
+    """``dir``'s ``index.json``, checked: complete, of ``kind`` ("single" or "multi"), inner product,
+    integer count and dim. Errors name the file."""
+    meta_path = dir / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} missing: {dir} is not a saved index (or saving did not finish)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise TypeError(f"a JSON {type(meta).__name__}, not an object")
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{meta_path}: malformed index metadata: {err}") from err
+    # the kind first: the other kind's fields are not this one's
+    check_kind(meta_path, meta, kind, "index", INDEX_READERS)
+    try:
+        meta = {**meta, "count": int(meta["count"]), "dim": int(meta["dim"])}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{meta_path}: malformed index metadata: {err}") from err
+    if meta.get("metric") != "inner_product":
+        raise ValueError(f"{meta_path}: unsupported metric {meta.get('metric')!r}")
+    return meta
+
+
+def read_faiss(path: Path, mmap: bool = False) -> faiss.Index:
+    """A FAISS index file, its IVF lists mapped rather than read with ``mmap``; errors name the file."""
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: cannot read FAISS index: {_faiss_message(err)}") from err
+
+
 def load_index(
     dir: str | os.PathLike, use_gpu: bool | None = False, mmap: bool = False
 ) -> tuple[faiss.Index, list[str], dict]:
@@ -153,20 +190,9 @@ def load_index(
     or a very large query set should read. Index types FAISS cannot map are read either way.
     """
     dir = Path(dir)
-    meta_path = dir / META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} missing: {dir} is not a saved index (or saving did not finish)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        count, dim = int(meta["count"]), int(meta["dim"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{meta_path}: malformed index metadata: {err}") from err
-    if meta.get("metric") != "inner_product":
-        raise ValueError(f"{meta_path}: unsupported metric {meta.get('metric')!r}")
-    try:
-        index = faiss.read_index(str(dir / INDEX_FILE), faiss.IO_FLAG_MMAP if mmap else 0)
-    except RuntimeError as err:
-        raise ValueError(f"{dir / INDEX_FILE}: cannot read FAISS index: {_faiss_message(err)}") from err
+    meta = read_index_meta(dir, "single")
+    count, dim = meta["count"], meta["dim"]
+    index = read_faiss(dir / INDEX_FILE, mmap)
     ids = (dir / IDS_FILE).read_text(encoding="utf-8").splitlines()
     if index.ntotal != count or index.d != dim:
         raise ValueError(f"{dir / INDEX_FILE}: holds {index.ntotal}x{index.d} but {META_FILE} says {count}x{dim}")
