@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,6 +23,16 @@ from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, render, to_features
 from jfe.inference import Row, embed_windows
 from jfe.inputs import to_embed_input
 from jfe.matryoshka import truncate
+from jfe.multivector import (
+    HEAD_DIR,
+    Embedded,
+    MultiVectorHead,
+    TokenVectors,
+    check_embedding,
+    multi_vector_st_files,
+    scoring_mask,
+    skipped_ids,
+)
 from jfe.pixels import set_pixel_budget
 from jfe.pooling import last_token_pool
 
@@ -45,6 +56,14 @@ class EmbedderConfig:
         default_factory=list,
         metadata={"help": "the shorter prefixes training made embeddings of their own (MRL); any prefix can be used"},
     )
+    embedding: str = field(
+        default="single",
+        metadata={
+            "help": "single: one vector per input (the last token's state); multi: token vectors from a linear "
+            "head, scored by MeanMaxSim (late interaction, jfe.multivector); both: the two heads"
+        },
+    )
+    multi_dim: int = field(default=128, metadata={"help": "components of each token vector (multi, both)"})
     chat_template: str = field(
         default="jfe",
         metadata={
@@ -143,12 +162,24 @@ class Embedder(torch.nn.Module):
     inference (``encode`` on raw inputs), so both format inputs identically.
     """
 
-    def __init__(self, model: torch.nn.Module, processor: Any, config: EmbedderConfig | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor: Any,
+        config: EmbedderConfig | None = None,
+        multi_head: MultiVectorHead | None = None,
+    ):
         super().__init__()
         self.model = model
         self.processor = processor
         self.config = config or EmbedderConfig()
         install_chat_template(processor, self.config)
+        self.multi_head = None
+        if check_embedding(self.config.embedding) != "single":
+            # a new head starts from torch's seeded init; a saved one is passed in
+            self.multi_head = multi_head or MultiVectorHead(self.hidden_size, self.config.multi_dim)
+            self.config.multi_dim = self.multi_head.dim
+        self._skip = torch.tensor(skipped_ids(processor.tokenizer), dtype=torch.long)
 
     @classmethod
     def from_pretrained(
@@ -173,9 +204,12 @@ class Embedder(torch.nn.Module):
         model_kwargs.setdefault("attn_implementation", attention_implementation(device, dtype))
         processor, config = load_processor(path, min_pixels, max_pixels, chat_template)
         model = AutoModel.from_pretrained(path, dtype=dtype, **model_kwargs)
-        embedder = cls(model, processor, config)
+        head = MultiVectorHead.load(path) if os.path.isdir(os.path.join(path, HEAD_DIR)) else None
+        embedder = cls(model, processor, config, head)
         if "device_map" not in model_kwargs and "quantization_config" not in model_kwargs:
             embedder.to(device)
+        elif embedder.multi_head is not None:
+            embedder.multi_head.to(embedder.device)
         return embedder.eval()
 
     @property
@@ -183,8 +217,18 @@ class Embedder(torch.nn.Module):
         return next(self.model.parameters()).device
 
     @property
-    def dimension(self) -> int:
+    def hidden_size(self) -> int:
         return self.model.get_input_embeddings().embedding_dim
+
+    @property
+    def dimension(self) -> int:
+        """Width of the single vector, or of each token vector for a multi-vector-only model."""
+        return self.config.multi_dim if self.config.embedding == "multi" else self.hidden_size
+
+    @property
+    def multi(self) -> bool:
+        """Whether this model gives token vectors (``embedding`` multi or both)."""
+        return self.multi_head is not None
 
     @property
     def tokenizer(self):
@@ -196,15 +240,27 @@ class Embedder(torch.nn.Module):
         prompts = render(self.processor, items, per_input(instruction, len(items)), self.config.max_text_tokens)
         return to_features(self.processor, prompts, items)
 
-    def forward(self, **features: torch.Tensor) -> torch.Tensor:
-        """Collated features -> (batch, dim) L2-normalised float32 embeddings (differentiable)."""
+    def embed(self, **features: torch.Tensor) -> Embedded:
+        """Collated features -> what this model's ``embedding`` gives, from one forward
+        (differentiable): the L2-normalised last-token state, the token vectors, or both."""
         device = self.device
         features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         # input_ids are always passed so the model recomputes its rope offsets instead of reusing
         # ones cached from the previous forward.
-        out = self.model(**features, use_cache=False, return_dict=True)
-        pooled = last_token_pool(out.last_hidden_state, features["attention_mask"])
-        return F.normalize(pooled.float(), dim=-1)
+        hidden = self.model(**features, use_cache=False, return_dict=True).last_hidden_state
+        single = multi = None
+        if self.config.embedding != "multi":
+            single = F.normalize(last_token_pool(hidden, features["attention_mask"]).float(), dim=-1)
+        if self.multi_head is not None:
+            mask = scoring_mask(features["input_ids"], features["attention_mask"], self._skip)
+            multi = TokenVectors(self.multi_head(hidden), mask)
+        return Embedded(single, multi)
+
+    def forward(self, **features: torch.Tensor) -> torch.Tensor:
+        """Collated features -> (batch, dim) L2-normalised float32 embeddings (differentiable)."""
+        if self.config.embedding == "multi":
+            raise ValueError("this model gives token vectors only (embedding: multi): use embed or encode_multi")
+        return self.embed(**features).single
 
     @torch.inference_mode()
     def encode(
@@ -221,17 +277,39 @@ class Embedder(torch.nn.Module):
         ``truncate_dim``: keep the first components and renormalise (Matryoshka; as
         sentence-transformers' ``truncate_dim`` with ``normalize_embeddings=True``).
         """
+        return truncate(self._encode(inputs, instruction, batch_size, show_progress, multi=False), truncate_dim)
+
+    @torch.inference_mode()
+    def encode_multi(
+        self,
+        inputs: Sequence[Any],
+        instruction: str | Sequence[str | None] | None = None,
+        batch_size: int = 32,
+        show_progress: bool = False,
+    ) -> list[np.ndarray]:
+        """Token vectors of each input: a list of (n_i, multi_dim) float32 arrays, L2-normalised rows
+        (the tokens :mod:`jfe.multivector` scores), as ``MultiVectorEncoder.encode`` gives them."""
+        if not self.multi:
+            raise ValueError("this model gives one vector per input (embedding: single): use encode")
+        return self._encode(inputs, instruction, batch_size, show_progress, multi=True)
+
+    def _encode(self, inputs, instruction, batch_size: int, show_progress: bool, multi: bool):
         items = [to_embed_input(x, i) for i, x in enumerate(inputs)]
         window = list(zip(range(len(items)), items, per_input(instruction, len(items)), strict=True))
-        out, _ = self.embed_windows([window], len(items), batch_size, progress="encode" if show_progress else None)
-        return truncate(out, truncate_dim)
+        progress = "encode" if show_progress else None
+        return self.embed_windows([window], len(items), batch_size, progress, multi=multi)[0]
 
     def embed_windows(
-        self, windows: Iterable[list[Row]], total: int, batch_size: int = 32, progress: str | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        windows: Iterable[list[Row]],
+        total: int,
+        batch_size: int = 32,
+        progress: str | None = None,
+        multi: bool = False,
+    ) -> tuple[np.ndarray | list, np.ndarray]:
         """:func:`jfe.inference.embed_windows` on this model: the engine interface ``jfe encode``
         drives (:class:`jfe.serving.vllm.VllmEmbedder` has the same method)."""
-        return embed_windows(self, windows, total, batch_size, progress)
+        return embed_windows(self, windows, total, batch_size, progress, multi)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write weights, processor (with the embedding chat template), jfe and sentence-transformers
@@ -243,7 +321,14 @@ class Embedder(torch.nn.Module):
                 prefix_weight_names(tmp, prefix)
             self.processor.save_pretrained(tmp)
             (tmp / JFE_CONFIG).write_text(json.dumps(asdict(self.config), indent=2))
-            write_sentence_transformers_config(tmp, self.dimension, self.config.prompts)
+            if self.multi_head is not None:
+                self.multi_head.save(tmp)
+            if self.config.embedding == "multi":
+                write_sentence_transformers_config(tmp, self.dimension, self.config.prompts, multi=True)
+            else:
+                write_sentence_transformers_config(tmp, self.dimension, self.config.prompts)
+            if self.config.embedding == "both":
+                multi_vector_folder(tmp, self.config.prompts)
         return out
 
 
@@ -278,9 +363,35 @@ def per_input(instruction: str | Sequence[str | None] | None, n: int) -> list[st
     return instructions
 
 
-def write_sentence_transformers_config(folder: Path, dimension: int, prompts: dict[str, str]) -> None:
+# ``embedding: both`` writes a second sentence-transformers folder inside the first: one folder holds
+# one model type (SentenceTransformer or MultiVectorEncoder)
+MULTI_VECTOR_FOLDER = "multi_vector"
+_SINGLE_ONLY = {"modules.json", "config_sentence_transformers.json", "1_Pooling", "2_Normalize", "README.md"}
+
+
+def multi_vector_folder(folder: Path, prompts: dict[str, str]) -> Path:
+    """``folder/multi_vector``: the MultiVectorEncoder view of a ``both`` model. Its files are
+    hard links to the model's (no second copy of the weights on disk; a copy where links fail)."""
+    out = folder / MULTI_VECTOR_FOLDER
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if path.is_dir() or rel.parts[0] in _SINGLE_ONLY or rel.parts[0] == MULTI_VECTOR_FOLDER:
+            continue
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, out / rel)
+        except OSError:
+            shutil.copy2(path, out / rel)
+    write_sentence_transformers_config(out, 0, prompts, multi=True)
+    return out
+
+
+def write_sentence_transformers_config(
+    folder: Path, dimension: int, prompts: dict[str, str], multi: bool = False
+) -> None:
     """Files that make ``SentenceTransformer(folder)`` rebuild the same pipeline: the VLM's chat
-    template for formatting, last-token pooling, L2 normalisation, and the instructions as prompts."""
+    template for formatting, last-token pooling, L2 normalisation, and the instructions as prompts;
+    with ``multi``, ``MultiVectorEncoder(folder)`` instead (:func:`jfe.multivector.multi_vector_st_files`)."""
     forward = {"method": "forward", "method_output_name": "last_hidden_state"}
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
@@ -325,6 +436,8 @@ def write_sentence_transformers_config(folder: Path, dimension: int, prompts: di
         },
         "2_Normalize/config.json": {},
     }
+    if multi:
+        files = {"sentence_bert_config.json": st_module, **multi_vector_st_files(prompts)}
     for name, content in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(json.dumps(content, indent=2))

@@ -29,10 +29,12 @@ def embed_windows(
     total: int,
     batch_size: int = 32,
     progress: str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    multi: bool = False,
+) -> tuple[np.ndarray | list, np.ndarray]:
     """Embeddings (``total``, D) float32, L2-normalised, at each row's position, and a bool mask
-    of the positions that were embedded (rows given as None are skipped and stay False)."""
-    out = np.zeros((total, embedder.dimension), dtype=np.float32)
+    of the positions that were embedded (rows given as None are skipped and stay False). With
+    ``multi``, a list of each row's token vectors, (n_i, d) float32 arrays (None where skipped)."""
+    out = [None] * total if multi else np.zeros((total, embedder.dimension), dtype=np.float32)
     ok = np.zeros(total, dtype=bool)
     bar = tqdm(total=total, desc=progress, disable=progress is None, unit="item")
 
@@ -53,7 +55,11 @@ def embed_windows(
         while (batch := upcoming.result()) is not None:
             upcoming = pool.submit(next, stream, None)
             positions, features = batch
-            out[positions] = embedder(**features).cpu().numpy()
+            if multi:
+                for pos, vectors in zip(positions, embedder.embed(**features).multi.to_list(), strict=True):
+                    out[pos] = vectors.cpu().numpy()
+            else:
+                out[positions] = embedder(**features).cpu().numpy()
             ok[positions] = True
             bar.update(len(positions))
     return out, ok

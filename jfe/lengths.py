@@ -89,9 +89,10 @@ def split_by_length(lengths: Sequence[int], parts: int) -> list[list[int]]:
     return groups[::-1]
 
 
-def in_batch_order(rows: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-    """Rows embedded chunk after chunk, put back in batch order (``order[p]`` is the batch row of
+def in_batch_order(rows, order: torch.Tensor | None):
+    """Rows embedded chunk after chunk (a tensor, or anything indexed by rows, e.g.
+    :class:`jfe.multivector.Embedded`), put back in batch order (``order[p]`` is the batch row of
     chunk row ``p``), so that query ``i`` still pairs with candidate ``i``."""
     if order is None:
         return rows
-    return rows[torch.argsort(order.to(rows.device))]
+    return rows[torch.argsort(order.cpu())]

@@ -9,6 +9,7 @@ from sentence_transformers import SentenceTransformer, losses
 
 from jfe import Embedder
 from jfe.matryoshka import truncate
+from jfe.multivector import Embedded
 from jfe.train.config import TrainConfig
 from jfe.train.model import ContrastiveModel
 
@@ -36,8 +37,8 @@ def test_the_loss_is_sentence_transformers_matryoshka_loss(saved, dims):
     embedder = Embedder.from_pretrained(saved, dtype="float32", device="cpu")
     config = TrainConfig(model=str(saved), output_dir="unused", temperature=TEMPERATURE, matryoshka_dims=dims)
     model = ContrastiveModel(embedder, config)
-    q = torch.from_numpy(embedder.encode(ANCHORS))
-    c = torch.from_numpy(embedder.encode(POSITIVES + NEGATIVES))
+    q = Embedded(torch.from_numpy(embedder.encode(ANCHORS)))
+    c = Embedded(torch.from_numpy(embedder.encode(POSITIVES + NEGATIVES)))
     got = model.loss(q, c, model.temperature(), {"positive_ids": None, "candidate_ids": None})
     assert float(got) == pytest.approx(float(expected), rel=1e-5)
     plain = ContrastiveModel(embedder, TrainConfig(model=str(saved), output_dir="unused", temperature=TEMPERATURE))

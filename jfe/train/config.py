@@ -83,6 +83,13 @@ class TrainConfig:
         "the full width always trains, with weight 1",
     )
     matryoshka_weights: list[float] = option([], "MRL: the loss weight of each matryoshka_dims entry (default 1)")
+    embedding: str = option(
+        "single",
+        "single (one vector per input), multi (token vectors of a linear head, MeanMaxSim: late interaction) "
+        "or both (the two heads, one forward, losses summed: single + multi_weight x multi)",
+    )
+    multi_dim: int = option(128, "components of each token vector (embedding: multi or both)")
+    multi_weight: float = option(1.0, "embedding both: the multi-vector loss's weight (the single one's is 1)")
     gradcache_chunk_size: int = option(0, "GradCache: embed in chunks of this size (0: off)")
     length_chunks: int = option(
         8,
@@ -136,6 +143,7 @@ class TrainConfig:
             "quantization": ("", "nf4"),
             "mimic_apply_to": ("query", "candidate", "both"),
             "dtype": ("float32", "bfloat16", "float16"),
+            "embedding": ("single", "multi", "both"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -152,6 +160,10 @@ class TrainConfig:
             if self.pool != "global":
                 # local pools are found by dataset name, and one query file holds several datasets
                 raise ValueError(f"query_file={self.query_file!r} needs pool=global (the union pool of the split)")
+        if self.matryoshka_dims and self.embedding == "multi":
+            raise ValueError("matryoshka_dims are prefixes of the single vector: set embedding=single or both")
+        if self.multi_dim < 1:
+            raise ValueError(f"multi_dim={self.multi_dim} must be at least 1")
         if self.length_chunks < 1:
             raise ValueError(f"length_chunks={self.length_chunks} must be at least 1 (1: one pass per side)")
         if self.quantization and self.trainable != "lora":

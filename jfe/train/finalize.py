@@ -45,8 +45,8 @@ def merged_embedder(config: TrainConfig, base_path: str, state_dict: dict[str, t
     base = load_embedder(fresh, base_path, device="cpu")
     prefix = "embedder."
     wanted = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    keep = (lambda k: "lora_" in k) if config.trainable == "lora" else (lambda k: k.startswith("model."))
-    wanted = {k: v.float() for k, v in wanted.items() if keep(k)}
+    trained = (lambda k: "lora_" in k) if config.trainable == "lora" else (lambda k: k.startswith("model."))
+    wanted = {k: v.float() for k, v in wanted.items() if trained(k) or k.startswith("multi_head.")}
     result = base.load_state_dict(wanted, strict=False)
     if result.unexpected_keys:
         raise RuntimeError(f"trained weights do not fit the model: {result.unexpected_keys[:5]}")
@@ -55,7 +55,7 @@ def merged_embedder(config: TrainConfig, base_path: str, state_dict: dict[str, t
     base.config.base_model = base_path
     base.config.prompts = training_prompts(config)
     base.config.matryoshka_dims = sorted(config.matryoshka_dims, reverse=True)
-    return Embedder(base.model, base.processor, base.config)
+    return Embedder(base.model, base.processor, base.config, base.multi_head)
 
 
 def write_final(config: TrainConfig, base_path: str, state_dict: dict[str, torch.Tensor], out: Path) -> Path:

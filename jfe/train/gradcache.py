@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import torch
 
 from jfe.lengths import in_batch_order
+from jfe.multivector import Embedded
 
 
 @contextmanager
@@ -58,7 +59,16 @@ def _embed_without_graph(embed, chunks: Sequence, counts: Sequence[int]):
         for features, count in zip(chunks, counts, strict=True):
             states.append(_rng_state())
             parts.append(embed(features, count))
-    return torch.cat(parts), states
+    return Embedded.cat(parts), states
+
+
+def _chunk_grads(cached: list[torch.Tensor], emb: Embedded, start: int) -> list[torch.Tensor]:
+    """The cached gradients of ``emb``'s rows (the chunk's ``start``...), each cut to the chunk's
+    own width (token vectors were padded to the widest chunk's)."""
+    return [
+        g[start : start + len(emb)][tuple(slice(n) for n in leaf.shape)]
+        for g, leaf in zip(cached, emb.leaves(), strict=True)
+    ]
 
 
 def gradcache_loss(model, query: tuple, candidates: tuple, ids: dict) -> torch.Tensor:
@@ -69,15 +79,18 @@ def gradcache_loss(model, query: tuple, candidates: tuple, ids: dict) -> torch.T
     (query_chunks, query_rows, query_order), (cand_chunks, cand_rows, cand_order) = query, candidates
     q, q_states = _embed_without_graph(model.embed, query_chunks, query_rows)
     c, c_states = _embed_without_graph(model.embed, cand_chunks, cand_rows)
-    q = in_batch_order(q, query_order).requires_grad_(True)
-    c = in_batch_order(c, cand_order).requires_grad_(True)
+    q, c = in_batch_order(q, query_order), in_batch_order(c, cand_order)
+    q = q.with_leaves([t.requires_grad_(True) for t in q.leaves()])
+    c = c.with_leaves([t.requires_grad_(True) for t in c.leaves()])
     temperature = model.temperature()
     loss = model.loss(q, c, temperature, ids)
     learn_t = temperature.requires_grad
-    grads = torch.autograd.grad(loss, [q, c, temperature] if learn_t else [q, c])
+    leaves = q.leaves() + c.leaves()
+    grads = torch.autograd.grad(loss, [*leaves, temperature] if learn_t else leaves)
     # the replay embeds chunk after chunk, so it takes the gradients in chunk-row order
-    grad_q = grads[0] if query_order is None else grads[0][query_order.to(q.device)]
-    grad_c = grads[1] if cand_order is None else grads[1][cand_order.to(c.device)]
+    n_q = len(q.leaves())
+    grad_q = [g if query_order is None else g[query_order.to(g.device)] for g in grads[:n_q]]
+    grad_c = [g if cand_order is None else g[cand_order.to(g.device)] for g in grads[n_q : len(leaves)]]
 
     def replay(grad_output: torch.Tensor) -> None:
         params = [p for p in model.parameters() if p.requires_grad]
@@ -90,7 +103,8 @@ def gradcache_loss(model, query: tuple, candidates: tuple, ids: dict) -> torch.T
             for features, count, state in zip(chunks, counts, states, strict=True):
                 with _replayed_rng(state), torch.enable_grad():
                     emb = model.embed(features, count)
-                grads = torch.autograd.grad(emb, params, cached[start : start + count] * grad_output, allow_unused=True)
+                wanted = [g * grad_output for g in _chunk_grads(cached, emb, start)]
+                grads = torch.autograd.grad(emb.leaves(), params, wanted, allow_unused=True)
                 total = [t if g is None else g if t is None else t + g for t, g in zip(total, grads, strict=True)]
                 start += count
         # One pass through the parameters' gradient accumulators for the whole batch: DDP and
@@ -98,9 +112,9 @@ def gradcache_loss(model, query: tuple, candidates: tuple, ids: dict) -> torch.T
         used = [(p, g) for p, g in zip(params, total, strict=True) if g is not None]
         torch.autograd.backward([p for p, _ in used], [g for _, g in used])
 
-    anchor = torch.zeros((), device=q.device, requires_grad=True)
+    anchor = torch.zeros((), device=loss.device, requires_grad=True)
     out = _Replay.apply(loss.detach(), anchor, replay)
     if learn_t:
         # a zero-valued term whose derivative is d loss / d temperature
-        out = out + (temperature - temperature.detach()) * grads[2]
+        out = out + (temperature - temperature.detach()) * grads[-1]
     return out

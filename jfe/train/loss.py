@@ -3,6 +3,9 @@
 Layout of one rank's candidates: its queries' positives first (query i -> candidate i), then any
 hard negatives. All ranks' candidates become extra columns for every query, so each query sees
 in-batch negatives from the whole global batch plus every hard negative.
+
+The same loss serves single vectors (dot products) and token vectors (:class:`TokenVectors`,
+scored by MeanMaxSim, :func:`jfe.multivector.mean_maxsim`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.nn.functional import all_gather as all_gather_with_grad
+
+from jfe.multivector import TokenVectors, mean_maxsim
+
+Vectors = torch.Tensor | TokenVectors
 
 
 def distributed() -> bool:
@@ -54,6 +61,31 @@ def gather_ids(ids: torch.Tensor) -> torch.Tensor:
     return rows if ids.dim() == 2 else rows[:, 0]
 
 
+def gather_tokens(x: TokenVectors) -> tuple[TokenVectors, int]:
+    """Every rank's token sets (with gradient) and this rank's row offset, as
+    :func:`gather_with_grad`; each rank pads its sets to the widest of any rank before the gather."""
+    if not distributed():
+        return x, 0
+    width = torch.tensor([x.vectors.shape[1]], device=x.vectors.device)
+    dist.all_reduce(width, op=dist.ReduceOp.MAX)
+    x = x.padded(int(width))
+    n, t, d = x.vectors.shape
+    flat, offset = gather_with_grad(x.vectors.reshape(n, t * d))
+    mask = gather_ids(x.mask.long()) > 0
+    return TokenVectors(flat.reshape(-1, t, d), mask), offset
+
+
+def _gather(x: Vectors) -> tuple[Vectors, int]:
+    return gather_tokens(x) if isinstance(x, TokenVectors) else gather_with_grad(x)
+
+
+def similarity(queries: Vectors, candidates: Vectors) -> torch.Tensor:
+    """(queries, candidates) scores: dot products, or MeanMaxSim for token vectors."""
+    if isinstance(queries, TokenVectors):
+        return mean_maxsim(queries, candidates)
+    return queries @ candidates.T
+
+
 def _relevant(positive_ids: torch.Tensor, candidate_ids: torch.Tensor) -> torch.Tensor:
     """(queries, candidates) bool: the candidate's id is one of the query's ``positive_ids``."""
     return (candidate_ids[None, :, None] == positive_ids[:, None, :]).any(-1)
@@ -80,16 +112,20 @@ def info_nce(
     """Mean cross-entropy of ``queries @ candidates.T / temperature`` with query i's positive at
     column ``positive_offset + i``; ``mask`` removes columns from a row's softmax. Inputs are
     L2-normalised embeddings."""
-    scores = queries @ candidates.T / temperature
+    return nce(queries @ candidates.T / temperature, positive_offset, mask)
+
+
+def nce(scores: torch.Tensor, positive_offset: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`info_nce` on a (queries, candidates) table of scaled scores."""
     if mask is not None:
         scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
-    targets = torch.arange(queries.shape[0], device=queries.device) + positive_offset
+    targets = torch.arange(scores.shape[0], device=scores.device) + positive_offset
     return F.cross_entropy(scores, targets)
 
 
 def contrastive_loss(
-    queries: torch.Tensor,
-    candidates: torch.Tensor,
+    queries: Vectors,
+    candidates: Vectors,
     temperature: torch.Tensor | float,
     gather: bool = True,
     positive_ids: torch.Tensor | None = None,
@@ -101,27 +137,30 @@ def contrastive_loss(
     With ``positive_ids`` (each query's relevant candidate ids) and ``candidate_ids``, candidates
     relevant to a query other than its target are masked out instead of counting as negatives.
     ``symmetric`` averages in the reverse direction: each query's positive picks its query among
-    every query of the global batch (hard negatives have no query, so they only act as columns)."""
-    own = queries.shape[0]
-    all_candidates, offset = gather_with_grad(candidates) if gather else (candidates, 0)
+    every query of the global batch (hard negatives have no query, so they only act as columns).
+    ``queries`` and ``candidates`` are single vectors, or both :class:`TokenVectors`."""
+    own = len(queries)
+    device = queries.mask.device if isinstance(queries, TokenVectors) else queries.device
+    all_candidates, offset = _gather(candidates) if gather else (candidates, 0)
     all_candidate_ids = gather_ids(candidate_ids) if gather and candidate_ids is not None else candidate_ids
     masking = positive_ids is not None and candidate_ids is not None
     mask = None
     if masking:
-        mask = false_negative_mask(positive_ids.to(queries.device), all_candidate_ids.to(queries.device), offset)
-    loss = info_nce(queries, all_candidates, temperature, positive_offset=offset, mask=mask)
+        mask = false_negative_mask(positive_ids.to(device), all_candidate_ids.to(device), offset)
+    loss = nce(similarity(queries, all_candidates) / temperature, offset, mask)
     if not symmetric:
         return loss
-    all_queries, query_offset = gather_with_grad(queries) if gather else (queries, 0)
+    all_queries, query_offset = _gather(queries) if gather else (queries, 0)
     reverse_mask = None
     if masking:
         all_positive_ids = gather_ids(positive_ids) if gather else positive_ids
         # another query that counts this rank's positive i as relevant is not a negative of row i
-        own_ids = candidate_ids[:own].to(queries.device)
-        reverse_mask = _relevant(all_positive_ids.to(queries.device), own_ids).T
-        rows = torch.arange(own, device=queries.device)
+        own_ids = candidate_ids[:own].to(device)
+        reverse_mask = _relevant(all_positive_ids.to(device), own_ids).T
+        rows = torch.arange(own, device=device)
         reverse_mask[rows, rows + query_offset] = False
-    reverse = info_nce(candidates[:own], all_queries, temperature, positive_offset=query_offset, mask=reverse_mask)
+    # the scores are the forward direction's (a query's vectors against a candidate's), transposed
+    reverse = nce(similarity(all_queries, candidates[:own]).T / temperature, query_offset, reverse_mask)
     return (loss + reverse) / 2
 
 

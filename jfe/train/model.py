@@ -18,6 +18,7 @@ from jfe.backbones import backbone_for
 from jfe.embedder import Embedder
 from jfe.lengths import in_batch_order
 from jfe.matryoshka import check_dims, prefixes
+from jfe.multivector import Embedded
 from jfe.train.config import TrainConfig
 from jfe.train.gradcache import gradcache_loss
 from jfe.train.loss import Temperature, contrastive_loss
@@ -71,10 +72,27 @@ def load_embedder(config: TrainConfig, model_path: str, device: str = "cpu") -> 
         kwargs["quantization_config"] = nf4_config(config.dtype, family.quantization_skip)
     pixels = {"min_pixels": config.min_pixels or None, "max_pixels": config.max_pixels or None}
     embedder = Embedder.from_pretrained(model_path, dtype=config.dtype, device=device, **pixels, **kwargs)
+    embedder = with_embedding(embedder, config)
     make_trainable(embedder, config)
     trainable, total = parameter_counts(embedder)
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / max(total, 1))
     return embedder
+
+
+def with_embedding(embedder: Embedder, config: TrainConfig) -> Embedder:
+    """``embedder`` with the heads ``config.embedding`` asks for: a saved multi-vector head is kept
+    (stage 2 continues stage 1's), a missing one starts from a seeded random init."""
+    if config.embedding == embedder.config.embedding and (
+        not embedder.multi or embedder.config.multi_dim == config.multi_dim
+    ):
+        return embedder
+    torch.manual_seed(config.seed)
+    head = embedder.multi_head if embedder.multi and embedder.config.multi_dim == config.multi_dim else None
+    embedder.config.embedding, embedder.config.multi_dim = config.embedding, config.multi_dim
+    out = Embedder(embedder.model, embedder.processor, embedder.config, head)
+    if out.multi_head is not None:
+        out.multi_head.to(out.device)
+    return out
 
 
 def make_trainable(embedder: Embedder, config: TrainConfig) -> None:
@@ -102,6 +120,9 @@ def make_trainable(embedder: Embedder, config: TrainConfig) -> None:
             bias="none",
         )
         embedder.model = get_peft_model(model, lora)
+    if embedder.multi_head is not None and config.trainable != "none":
+        # the head is new: it always trains (outside LoRA, which adapts the backbone's layers)
+        embedder.multi_head.requires_grad_(True)
 
 
 def parameter_counts(module: torch.nn.Module) -> tuple[int, int]:
@@ -126,19 +147,29 @@ class ContrastiveModel(torch.nn.Module):
         check_dims(config.matryoshka_dims, config.matryoshka_weights, embedder.dimension)
         self.dims = list(config.matryoshka_dims)
         self.dim_weights = list(config.matryoshka_weights) or [1.0] * len(self.dims)
+        self.multi_weight = config.multi_weight
 
-    def embed(self, features, count: int) -> torch.Tensor:
+    def embed(self, features, count: int) -> Embedded:
         """Embeddings of the first ``count`` rows (a trailing dummy-image row is dropped)."""
-        return self.embedder(**features)[:count]
+        return self.embedder.embed(**features)[:count]
 
-    def loss(self, q: torch.Tensor, c: torch.Tensor, temperature: torch.Tensor, ids: dict) -> torch.Tensor:
-        """InfoNCE on the embeddings, plus (MRL) each ``matryoshka_dims`` prefix's, weighted, as
-        sentence-transformers' MatryoshkaLoss sums them."""
-        total = contrastive_loss(q, c, temperature, gather=self.gather, symmetric=self.symmetric, **ids)
-        for weight, qd, cd in zip(self.dim_weights, prefixes(q, self.dims), prefixes(c, self.dims), strict=True):
-            total = total + weight * contrastive_loss(
-                qd, cd, temperature, gather=self.gather, symmetric=self.symmetric, **ids
-            )
+    def loss(self, q: Embedded, c: Embedded, temperature: torch.Tensor, ids: dict) -> torch.Tensor:
+        """InfoNCE on the single vectors, plus (MRL) each ``matryoshka_dims`` prefix's, weighted, as
+        sentence-transformers' MatryoshkaLoss sums them; InfoNCE on the token vectors' MeanMaxSim,
+        weighted by ``multi_weight`` when there are both."""
+
+        def term(qv, cv):
+            return contrastive_loss(qv, cv, temperature, gather=self.gather, symmetric=self.symmetric, **ids)
+
+        if q.single is None:
+            return term(q.multi, c.multi)
+        total = term(q.single, c.single)
+        for weight, qd, cd in zip(
+            self.dim_weights, prefixes(q.single, self.dims), prefixes(c.single, self.dims), strict=True
+        ):
+            total = total + weight * term(qd, cd)
+        if q.multi is not None:
+            total = total + self.multi_weight * term(q.multi, c.multi)
         return total
 
     def forward(
@@ -160,7 +191,7 @@ class ContrastiveModel(torch.nn.Module):
         if self.chunk_size:
             sides = (query, query_rows, query_order), (candidates, candidate_rows, candidate_order)
             return {"loss": gradcache_loss(self, *sides, ids)}
-        q = torch.cat([self.embed(f, n) for f, n in zip(query, query_rows, strict=True)])
-        c = torch.cat([self.embed(f, n) for f, n in zip(candidates, candidate_rows, strict=True)])
+        q = Embedded.cat([self.embed(f, n) for f, n in zip(query, query_rows, strict=True)])
+        c = Embedded.cat([self.embed(f, n) for f, n in zip(candidates, candidate_rows, strict=True)])
         q, c = in_batch_order(q, query_order), in_batch_order(c, candidate_order)
         return {"loss": self.loss(q, c, self.temperature(), ids)}

@@ -117,9 +117,10 @@ def _side_cost(chunks_per_batch: list[list[dict]], image_token_id: int) -> SideC
 def meta_embedder(model_path: str, config: TrainConfig) -> Embedder:
     """The run's embedder with its processor and pixel budget, its model on the meta device."""
     processor, embedder_config = load_processor(model_path, config.min_pixels or None, config.max_pixels or None)
+    embedder_config.embedding, embedder_config.multi_dim = config.embedding, config.multi_dim
     with torch.device("meta"):
         model = AutoModel.from_config(AutoConfig.from_pretrained(model_path))
-    return Embedder(model, processor, embedder_config)
+        return Embedder(model, processor, embedder_config)
 
 
 def plan(config: TrainConfig, batches: int = 8) -> Plan:

@@ -17,10 +17,17 @@ def _grads(model, batch):
 
 
 @pytest.mark.parametrize(
-    ("trainable", "symmetric", "dims"),
-    [("full", False, []), ("lora", False, []), ("full", True, []), ("full", False, [32, 16])],
+    ("trainable", "symmetric", "dims", "embedding"),
+    [
+        ("full", False, [], "single"),
+        ("lora", False, [], "single"),
+        ("full", True, [], "single"),
+        ("full", False, [32, 16], "single"),
+        ("lora", False, [], "multi"),  # token vectors of different widths per chunk
+        ("full", True, [32], "both"),
+    ],
 )
-def test_gradcache_gives_the_full_batch_gradients(tiny_model_dir, mixed_pairs, trainable, symmetric, dims):
+def test_gradcache_gives_the_full_batch_gradients(tiny_model_dir, mixed_pairs, trainable, symmetric, dims, embedding):
     config = TrainConfig(
         model=str(tiny_model_dir),
         output_dir="unused",
@@ -29,6 +36,8 @@ def test_gradcache_gives_the_full_batch_gradients(tiny_model_dir, mixed_pairs, t
         lora_dropout=0.0,
         symmetric_loss=symmetric,
         matryoshka_dims=dims,  # the Matryoshka terms reach GradCache's cached gradients too
+        embedding=embedding,
+        multi_dim=16,
     )
     torch.manual_seed(0)
     model = ContrastiveModel(load_embedder(config, str(tiny_model_dir)), config)
@@ -47,6 +56,7 @@ def test_gradcache_gives_the_full_batch_gradients(tiny_model_dir, mixed_pairs, t
     assert abs(full_loss - cached_loss) < 1e-5
     assert full.keys() == cached.keys()
     assert "temperature.log_value" in full  # the temperature is trained on the GradCache path too
+    assert any(n.startswith("embedder.multi_head.") for n in full) == (embedding != "single")
     worst = max(float((full[n] - cached[n]).abs().max()) for n in full)
     print(f"GradCache ({trainable}, symmetric {symmetric}) max abs gradient difference: {worst:.2e}")
     assert worst <= 1e-5
@@ -69,6 +79,7 @@ def test_replay_reuses_the_random_state_of_the_first_pass(tiny_model_dir, mixed_
     first, states = _embed_without_graph(model.embed, batch["query"], batch["query_rows"])
     with _replayed_rng(states[1]):
         replayed = model.embed(batch["query"][1], batch["query_rows"][1])
-    assert torch.equal(replayed.detach(), first[2:4])
+    assert torch.equal(replayed.single.detach(), first.single[2:4])
     # without the replay, dropout draws differ: the check above is not vacuous
-    assert not torch.equal(model.embed(batch["query"][1], batch["query_rows"][1]).detach(), first[2:4])
+    again = model.embed(batch["query"][1], batch["query_rows"][1])
+    assert not torch.equal(again.single.detach(), first.single[2:4])

@@ -6,6 +6,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from jfe.multivector import TokenVectors, mean_maxsim
 from jfe.train.loss import Temperature, contrastive_loss, false_negative_mask, gather_ids, info_nce
 
 
@@ -174,3 +175,49 @@ def test_gather_ids_pads_widths_and_keeps_an_empty_rank(free_port):
         results = dict(out)
     for rank in range(2):
         assert results[rank] == ([5, 6, 7], [[1, 2], [3, -1], [4, 9]])
+
+
+def _token_sets(seed: int, n: int, width: int, d: int = 8) -> TokenVectors:
+    """``n`` token sets of 1..``width`` real vectors each, padded to ``width``."""
+    g = torch.Generator().manual_seed(seed)
+    vectors = F.normalize(torch.randn(n, width, d, generator=g), dim=-1)
+    lengths = torch.randint(1, width + 1, (n,), generator=g)
+    mask = torch.arange(width)[None, :] < lengths[:, None]
+    return TokenVectors(vectors * mask[..., None], mask)
+
+
+def _multi_worker(rank, world, port, queries, candidates, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    q, c = queries[rank], candidates[rank]
+    q = TokenVectors(q.vectors.clone().requires_grad_(True), q.mask)
+    c = TokenVectors(c.vectors.clone().requires_grad_(True), c.mask)
+    loss = contrastive_loss(q, c, 0.05, gather=True)
+    loss.backward()
+    out[rank] = (float(loss), q.vectors.grad.clone(), c.vectors.grad.clone())
+    dist.destroy_process_group()
+
+
+def test_token_vectors_gathered_across_ranks_of_different_widths(free_port):
+    """Each rank pads its token sets to its own widest (5 and 3 tokens); the gather pads them to
+    the widest of any rank, and the loss and gradients equal one rank holding the whole batch."""
+    queries = [_token_sets(0, 3, 4), _token_sets(1, 3, 6)]
+    candidates = [_token_sets(2, 5, 5), _token_sets(3, 5, 3)]  # 3 positives + 2 hard negatives each
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_multi_worker, args=(2, free_port(), queries, candidates, out), nprocs=2, join=True)
+        ranks = dict(out)
+    q_all = TokenVectors.cat(queries)
+    c_all = TokenVectors.cat(candidates)
+    q = TokenVectors(q_all.vectors.clone().requires_grad_(True), q_all.mask)
+    c = TokenVectors(c_all.vectors.clone().requires_grad_(True), c_all.mask)
+    targets = torch.tensor([0, 1, 2, 5, 6, 7])  # rank 1's positives follow rank 0's five candidates
+    loss = F.cross_entropy(mean_maxsim(q, c) / 0.05, targets)
+    loss.backward()
+    assert abs((ranks[0][0] + ranks[1][0]) / 2 - loss.item()) < 1e-5
+    for rank, rows in ((0, slice(0, 3)), (1, slice(3, 6))):
+        width = queries[rank].vectors.shape[1]
+        assert torch.allclose(ranks[rank][1] / 2, q.vectors.grad[rows, :width], atol=1e-6)
+    for rank, rows in ((0, slice(0, 5)), (1, slice(5, 10))):
+        width = candidates[rank].vectors.shape[1]
+        assert torch.allclose(ranks[rank][2] / 2, c.vectors.grad[rows, :width], atol=1e-6)
