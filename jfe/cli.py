@@ -18,6 +18,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("mine", "hard negatives from a search run", "jfe.retrieval.commands:mine_main"),
     ("export", "merge a run into a self-contained model folder with its model card", "jfe.export:main"),
     ("push", "upload an exported folder to the Hugging Face Hub", "jfe.hub:main"),
+    ("data", "build training data (MIRe's response-to-passage)", "jfe.data.commands:main"),
 ]
 
 

