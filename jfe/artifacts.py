@@ -117,6 +117,7 @@ class EvalReport(Artifact):
     probe: dict[str, Any] | None = None  # {"ablate": "image"|"text", "tasks": {task: {metric, ablated, change}}}
     instructions: dict[str, Any] | None = None  # {"policy": "uniir"|"first"|"all", "seed": int, "uniir_format": bool}
     dims: dict[str, dict[str, dict[str, float]]] | None = None  # Matryoshka: {dim: metrics as above}
+    vectors: str = "single"  # what was scored: single vectors, or multi (token vectors, MeanMaxSim)
 
     @classmethod
     def find_exported(cls, folder: str | os.PathLike) -> EvalReport | None:

@@ -10,9 +10,17 @@ from pathlib import Path
 from jfe.data.jsonl import json_lines
 from jfe.matryoshka import truncate
 from jfe.model_args import add_model_arguments, model_kwargs
-from jfe.retrieval.index import build_index, load_index, save_index, set_search_params
+from jfe.retrieval.index import META_FILE, build_index, load_index, save_index, set_search_params
 from jfe.retrieval.items import add_text_style_arguments, read_items, text_style
 from jfe.retrieval.mine import mine_negatives, write_mined
+from jfe.retrieval.multi_index import (
+    DEFAULT_FACTORY,
+    build_multi_index,
+    load_multi_index,
+    save_multi_index,
+    search_multi,
+)
+from jfe.retrieval.multi_shards import read_multi_embeddings
 from jfe.retrieval.search import merge_topk, search, write_trec_run
 from jfe.retrieval.shards import read_embeddings
 from jfe.retrieval.trec import read_qrels, read_run
@@ -23,17 +31,44 @@ def index_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embeddings", nargs="+", required=True, help="shard folders or folders of shards")
     parser.add_argument("--out", required=True, help="index folder (index.faiss, ids.txt, index.json)")
     parser.add_argument(
-        "--factory", default="Flat", help='FAISS index_factory string: "Flat", "IVF4096,PQ64", "HNSW32"'
+        "--factory",
+        help='FAISS index_factory string: "Flat", "IVF4096,PQ64", "HNSW32" (default: Flat; with --multi '
+        f"{DEFAULT_FACTORY}, {{auto}} an IVF list count for the number of tokens)",
     )
     parser.add_argument("--train-size", type=int, default=100_000, help="vectors sampled to train IVF/PQ indexes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None, help="GPU FAISS when present")
+    parser.add_argument(
+        "--multi",
+        action="store_true",
+        help="multi-vector shards (jfe encode of a late-interaction model): a token-level index for candidates, "
+        "with the token vectors kept for jfe search's exact MaxSim rerank",
+    )
     args = parser.parse_args(argv)
+    if args.multi:
+        docs = read_multi_embeddings(args.embeddings)
+        built = build_multi_index(docs, args.factory or DEFAULT_FACTORY, args.train_size, args.seed, args.gpu)
+        save_multi_index(built, args.out)
+        print(f"indexed {len(docs.vectors)} token vectors of {len(docs)} items, dim {docs.dim} ({built.factory}) "
+              f"into {args.out}")  # fmt: skip
+        return 0
+    args.factory = args.factory or "Flat"
     ids, vectors = read_embeddings(args.embeddings)
     index = build_index(vectors, ids, args.factory, train_size=args.train_size, seed=args.seed, use_gpu=args.gpu)
     save_index(index, ids, args.out, factory=args.factory)
     print(f"indexed {len(ids)} vectors of dim {vectors.shape[1]} ({args.factory}) into {args.out}")
     return 0
+
+
+def index_kind(folder: str | os.PathLike) -> str:
+    """ "single" or "multi": what ``jfe index`` wrote into ``folder`` (loading checks the rest)."""
+    import json
+
+    path = Path(folder) / META_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("kind", "single")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: not a readable index ({err}); build the folder with jfe index") from err
 
 
 def search_indexes(
@@ -43,10 +78,16 @@ def search_indexes(
     nprobe: int | None = None,
     ef_search: int | None = None,
     mmap: bool = True,
+    depth: int = 100,
 ) -> tuple:
-    """Top-k over one or several index folders (shards of one corpus), merged by score."""
+    """Top-k over one or several index folders (shards of one corpus), merged by score. Token-vector
+    queries (a list of (n_i, d) arrays) search multi-vector indexes: ``depth`` token hits per query
+    vector give the candidates, exact MeanMaxSim ranks them."""
     results = []
     for folder in index_dirs:
+        if isinstance(queries, list):
+            results.append(search_multi(load_multi_index(folder, mmap=mmap), queries, k, depth, nprobe))
+            continue
         index, ids, _ = load_index(folder, mmap=mmap)
         if index.d != queries.shape[1]:
             raise ValueError(
@@ -87,6 +128,9 @@ def search_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--nprobe", type=int, help="IVF cells visited per query")
     parser.add_argument("--ef-search", type=int, help="HNSW search breadth")
+    parser.add_argument(
+        "--depth", type=int, default=100, help="multi-vector index: token hits per query vector that give candidates"
+    )
     parser.add_argument("--tag", default="jfe")
     parser.add_argument("--dim", type=int, help="queries cut to D components, renormalised (as the index's shards)")
     parser.add_argument(
@@ -109,10 +153,18 @@ def search_main(argv: list[str] | None = None) -> int:
     if args.run_format == "uniir":
         tasks = query_task_ids(args.queries)
         task_ids = [tasks[item.id] for item in items]
+    kinds = {folder: index_kind(folder) for folder in args.index}
+    if len(set(kinds.values())) > 1:
+        parser.error(f"--index mixes single- and multi-vector indexes: {kinds}")
+    multi = kinds[args.index[0]] == "multi"
+    if multi and args.dim:
+        parser.error("--dim cuts single vectors (Matryoshka); a multi-vector index holds token vectors")
     embedder = Embedder.from_pretrained(args.model, **model_kwargs(args))
-    vectors, _ = encode_items(embedder, items, args.batch_size, progress="queries")
-    vectors = truncate(vectors, args.dim)
-    scores, dids = search_indexes(args.index, vectors, args.k, args.nprobe, args.ef_search, args.mmap)
+    if multi and not embedder.multi:
+        parser.error(f"{args.index[0]} is a multi-vector index but {args.model} has no multi-vector head")
+    vectors, _ = encode_items(embedder, items, args.batch_size, progress="queries", multi=multi)
+    vectors = vectors if multi else truncate(vectors, args.dim)
+    scores, dids = search_indexes(args.index, vectors, args.k, args.nprobe, args.ef_search, args.mmap, args.depth)
     write_trec_run(args.out, [item.id for item in items], scores, dids, args.tag, task_ids, args.run_format)
     print(f"wrote top-{args.k} for {len(items)} queries to {args.out}")
     return 0

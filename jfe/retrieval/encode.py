@@ -24,6 +24,7 @@ from jfe.inputs import BadInputError, load_image
 from jfe.matryoshka import truncate
 from jfe.model_args import add_model_arguments, model_kwargs
 from jfe.retrieval.items import EncodeItem, add_text_style_arguments, read_items, text_style
+from jfe.retrieval.multi_shards import write_multi_shard
 from jfe.retrieval.shards import default_num_shards, is_complete, read_meta, shard_dir, shard_slice, write_shard
 
 logger = logging.getLogger(__name__)
@@ -71,8 +72,10 @@ def encode_items(
     skip_bad: bool = False,
     progress: str | None = "encode",
     window_batches: int = SORT_WINDOW_BATCHES,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings (N, D) float32 in item order, and a bool mask of the items that were embedded.
+    multi: bool = False,
+) -> tuple[np.ndarray | list, np.ndarray]:
+    """Embeddings (N, D) float32 in item order, and a bool mask of the items that were embedded;
+    with ``multi``, each item's token vectors ((n_i, d) arrays, None where skipped).
 
     Images are decoded in DataLoader workers, ``window_batches`` batches at a time, in
     :func:`length_order`; the engine's ``embed_windows`` (for an :class:`~jfe.Embedder`, the loop
@@ -86,6 +89,8 @@ def encode_items(
     windows = (
         [(order[i], x, ordered[i].instruction) for i, x in w] for w in _windows(loader, batch_size * window_batches)
     )
+    if multi:
+        return embedder.embed_windows(windows, len(items), batch_size, progress, multi=True)
     return embedder.embed_windows(windows, len(items), batch_size, progress)
 
 
@@ -101,6 +106,27 @@ def _windows(loader: DataLoader, rows: int) -> Iterator[list[tuple[int, EmbedInp
         yield window
 
 
+def add_vectors_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--vectors",
+        choices=["single", "multi"],
+        help="single vectors or token vectors (late interaction); default: the model's own "
+        "(single for an embedding: both model)",
+    )
+
+
+def wants_multi(embedder, vectors: str | None) -> bool:
+    """Whether to use ``embedder``'s token vectors: ``vectors`` if given (checked), else its own kind."""
+    multi = getattr(embedder, "multi", False)
+    if vectors is None:
+        return multi and embedder.config.embedding == "multi"
+    if vectors == "multi" and not multi:
+        raise ValueError("--vectors multi: this model has no multi-vector head (embedding: single)")
+    if vectors == "single" and embedder.config.embedding == "multi":
+        raise ValueError("--vectors single: this model gives token vectors only (embedding: multi)")
+    return vectors == "multi"
+
+
 def encode_to_shards(
     embedder,
     items: list[EncodeItem],
@@ -113,29 +139,40 @@ def encode_to_shards(
     skip_bad: bool = False,
     model_name: str | None = None,
     dim: int | None = None,
+    multi: bool = False,
 ) -> list[Path]:
     """Encode the chosen shards of ``items`` (all by default), skipping complete ones. ``dim`` keeps
-    each embedding's first components, renormalised (Matryoshka)."""
+    each embedding's first components, renormalised (Matryoshka). ``multi`` writes each item's
+    token vectors (:mod:`jfe.retrieval.multi_shards`)."""
+    if multi and dim:
+        raise ValueError("--dim cuts single vectors (Matryoshka); token vectors keep their width")
     written = []
-    width = dim or embedder.dimension
+    kind = "multi" if multi else "single"
+    width = embedder.config.multi_dim if multi else dim or embedder.dimension
     for index in shards if shards is not None else range(num_shards):
         folder = shard_dir(out, index, num_shards)
         if is_complete(folder):
-            found = read_meta(folder)["dim"]
-            if found != width:
-                raise ValueError(f"{folder}: complete shard of dimension {found}, this run writes {width}")
+            meta = read_meta(folder)
+            found = (meta.get("kind", "single"), meta["dim"])
+            if found != (kind, width):
+                raise ValueError(
+                    f"{folder}: complete {found[0]} shard of dimension {found[1]}, this run writes {kind} of {width}"
+                )
             logger.info("shard %s is complete: skipped", folder.name)
             written.append(folder)
             continue
         part = [items[i] for i in shard_slice(len(items), index, num_shards)]
         vecs, ok = encode_items(
-            embedder, part, batch_size, num_workers, skip_bad, progress=f"shard {index + 1}/{num_shards}"
+            embedder, part, batch_size, num_workers, skip_bad, progress=f"shard {index + 1}/{num_shards}", multi=multi
         )
-        vecs = truncate(vecs, dim)
         if not ok.all():
             logger.warning("shard %s: skipped %d bad input(s)", folder.name, int((~ok).sum()))
         ids = [item.id for item, good in zip(part, ok, strict=True) if good]
-        write_shard(folder, ids, vecs[ok].astype(dtype), model=model_name)
+        if multi:
+            kept = [v.astype(dtype) for v, good in zip(vecs, ok, strict=True) if good]
+            write_multi_shard(folder, ids, kept, model=model_name, dim=width)
+        else:
+            write_shard(folder, ids, truncate(vecs, dim)[ok].astype(dtype), model=model_name)
         written.append(folder)
     return written
 
@@ -166,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         help="jfe (transformers, the default) or vllm: the forward in vLLM's pooling runner, the fast path "
         "for large pools on GPUs (pip install 'jfe[vllm]'); same items, prompts, shards and resume",
     )
+    add_vectors_argument(parser)
     add_text_style_arguments(parser)
     add_model_arguments(parser)
     args = parser.parse_args(argv)
@@ -183,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         embedder = VllmEmbedder(args.model, dtype=args.model_dtype, **model_kwargs(args))
     else:
         embedder = Embedder.from_pretrained(args.model, dtype=args.model_dtype, **model_kwargs(args))
+    multi = wants_multi(embedder, args.vectors)
     folders = encode_to_shards(
         embedder,
         items,
@@ -195,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         skip_bad=args.skip_bad_inputs,
         model_name=str(args.model),
         dim=args.dim,
+        multi=multi,
     )
     print(f"{len(items)} items, {len(folders)} shard(s) complete under {args.out}")
     return 0

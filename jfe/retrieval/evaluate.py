@@ -28,10 +28,9 @@ from pathlib import Path
 from jfe.artifacts import EvalReport
 from jfe.data.instructions import Instructions
 from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
-from jfe.matryoshka import truncate
 from jfe.model_args import add_model_arguments, model_kwargs
-from jfe.retrieval.encode import EncodeItem, encode_items, encode_to_shards
-from jfe.retrieval.index import build_index
+from jfe.retrieval.encode import EncodeItem, add_vectors_argument, encode_items, wants_multi
+from jfe.retrieval.exact import embed_pool
 from jfe.retrieval.items import (
     UNIIR_STYLE,
     TextStyle,
@@ -42,8 +41,8 @@ from jfe.retrieval.items import (
 )
 from jfe.retrieval.metrics import to_markdown
 from jfe.retrieval.scoring import over_prompts, read_dataset_names, score_mbeir, with_headline
-from jfe.retrieval.search import search, write_trec_run
-from jfe.retrieval.shards import default_num_shards, read_embeddings
+from jfe.retrieval.search import write_trec_run
+from jfe.retrieval.tables import dims_table, probe_table, save_chart
 from jfe.retrieval.trec import read_qrels, read_qrels_tasks, read_runs
 
 logger = logging.getLogger(__name__)
@@ -68,28 +67,9 @@ def ablate(items: list[EncodeItem], modality: str | None) -> list[EncodeItem]:
     return [replace(it, **{modality: None}) if it.image and it.text else it for it in items]
 
 
-def _pool_index(
-    embedder,
-    pool: CandidatePool,
-    work: Path | None,
-    batch_size: int,
-    num_workers: int,
-    style: TextStyle,
-    dim: int | None = None,
-):
+def _pool_index(embedder, pool: CandidatePool, work: Path | None, batch_size, num_workers, style, dim, multi):
     items = candidate_items(pool.records(), style)
-    if work is None:
-        vectors, _ = encode_items(embedder, items, batch_size, num_workers, progress=f"pool {pool.path.name}")
-        ids = [it.id for it in items]
-    else:
-        # cached as resumable shards: a rerun (or another probe) reuses the pool embeddings
-        num_shards = default_num_shards(len(items))
-        encode_to_shards(
-            embedder, items, work, num_shards, batch_size=batch_size, num_workers=num_workers, dtype="float32"
-        )
-        ids, vectors = read_embeddings([work])
-    # the cache holds the full width: every Matryoshka dimension is cut from it
-    return build_index(truncate(vectors, dim), ids, "Flat"), ids
+    return embed_pool(embedder, items, work, batch_size, num_workers, dim, multi, progress=f"pool {pool.path.name}")
 
 
 def run_id(name: str, pool: str, split: str, k: int) -> str:
@@ -113,6 +93,7 @@ def evaluate_mbeir(
     run_format: str = "trec",
     style: TextStyle = UNIIR_STYLE,
     dim: int | None = None,
+    multi: bool = False,
 ) -> dict[str, dict[str, float]]:
     """:func:`jfe.retrieval.scoring.score_mbeir`'s table (per (dataset, task) pair, plus ``"average"``) of
     ``embedder`` on one split of an M-BEIR root: what ``jfe eval --run`` prints for the runs it writes
@@ -122,7 +103,7 @@ def evaluate_mbeir(
     dataset id. ``multimodal_only`` scores only the image+text queries (what the modality probe compares).
     ``style`` picks each query's prompt and whether texts get UniIR's ``format_string`` (by default as
     UniIR: a prompt drawn per query, texts formatted). ``dim`` scores the embeddings' first ``dim``
-    components, renormalised (Matryoshka)."""
+    components, renormalised (Matryoshka); ``multi`` the token vectors, by exact MeanMaxSim."""
     layout = MBeirLayout(Path(root))
     instructions = Instructions.load(layout.instructions_file)
     names = datasets or layout.datasets(split)
@@ -132,7 +113,7 @@ def evaluate_mbeir(
     if pool == "global":
         union = CandidatePool.load(layout.global_pool_file(split), layout.root)
         shared_index = _pool_index(
-            embedder, union, work / "global" if work else None, batch_size, num_workers, style, dim
+            embedder, union, work / "global" if work else None, batch_size, num_workers, style, dim, multi
         )
     run: dict[str, dict[str, float]] = {}
     qrels: dict[str, dict[str, int]] = {}
@@ -148,14 +129,14 @@ def evaluate_mbeir(
                 continue
         if shared_index is None:
             local = CandidatePool.load(layout.local_pool_file(name, split), layout.root)
-            index, ids = _pool_index(
-                embedder, local, work / name if work else None, batch_size, num_workers, style, dim
+            index = _pool_index(
+                embedder, local, work / name if work else None, batch_size, num_workers, style, dim, multi
             )
         else:
-            index, ids = shared_index
+            index = shared_index
         items = ablate(query_items(queries, instructions, style), ablate_modality)
-        vectors, _ = encode_items(embedder, items, batch_size, num_workers, progress=f"queries {name}")
-        scores, dids = search(index, ids, truncate(vectors, dim), k)
+        vectors, _ = encode_items(embedder, items, batch_size, num_workers, progress=f"queries {name}", multi=multi)
+        scores, dids = index.search(vectors, k)
         qids = [q.id for q in queries]
         if runs_dir is not None:
             task_ids = [q.task_id for q in queries] if run_format == "uniir" else None
@@ -200,44 +181,6 @@ def evaluate_every_prompt(embedder, root: str | os.PathLike, style: TextStyle, *
     return over_prompts(tables)
 
 
-def probe_table(full: dict, ablated: dict, metric: str = "recall@1") -> dict[str, dict[str, float]]:
-    """Per task: the metric with both modalities, without one, and the change."""
-    out = {}
-    for task, row in full.items():
-        if task in ablated and metric in row:
-            out[task] = {metric: row[metric], f"{metric} ablated": ablated[task][metric]}
-            out[task]["change"] = ablated[task][metric] - row[metric]
-    return out
-
-
-def dims_table(full: dict, by_dim: dict[str, dict], metric: str = "recall@1") -> dict[str, dict[str, float]]:
-    """One row per task: ``metric`` at the full width and at each Matryoshka dimension."""
-    return {
-        task: {"full": row[metric], **{f"dim {d}": table[task][metric] for d, table in by_dim.items()}}
-        for task, row in full.items()
-        if metric in row
-    }
-
-
-def save_chart(table: dict[str, dict[str, float]], path: Path, metric: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise SystemExit("--png needs matplotlib: pip install matplotlib") from err
-    tasks = [t for t in table if metric in table[t]]
-    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(tasks)), 3))
-    ax.bar(tasks, [table[t][metric] for t in tasks])
-    ax.set_ylabel(metric)
-    ax.set_ylim(0, 1)
-    ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="jfe eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -262,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
+    add_vectors_argument(parser)
     add_text_style_arguments(parser, policies=("uniir", "first", "all"))
     add_model_arguments(parser)
     args = parser.parse_args(argv)
@@ -295,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         work_dir=out / "pool_embeddings" / model_fingerprint(args.model),
         batch_size=args.batch_size,
         num_workers=args.num_workers,
+        multi=wants_multi(embedder, args.vectors),
     )
+    if common["multi"] and args.dims:
+        parser.error("--dims cuts single vectors (Matryoshka): evaluate them with --vectors single")
     style = text_style(args)
     # UniIR's 7 columns: the runs carry their task ids, and jfe eval --run prints this same table for them
     if style.instruction_policy == "all":
@@ -311,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = with_headline(table)
     print(to_markdown(shown))
     result = EvalReport(metrics=shown, model=args.model, split=args.split, pool=args.pool)
+    result.vectors = "multi" if common["multi"] else "single"
     result.instructions = {"policy": args.instruction_policy, "seed": args.seed, "uniir_format": args.uniir_format}
     if args.ablate:
         full = evaluate_mbeir(embedder, args.mbeir_root, multimodal_only=True, **common)

@@ -64,6 +64,9 @@ class VllmEmbedder:
             raise ImportError(MISSING) from err
         path = os.fspath(path)
         self.processor, self.config = load_processor(path, min_pixels, max_pixels, chat_template)
+        if self.config.embedding == "multi":
+            # vLLM's pooling runner gives the last token's state, not jfe's token-vector head
+            raise ValueError(f"{path}: a multi-vector model (embedding: multi); --engine vllm serves single vectors")
         self.dimension = AutoConfig.from_pretrained(path).get_text_config().hidden_size
         if min_pixels or max_pixels:
             # the processor jfe renders with and vLLM's own must resize alike: vLLM's gets the bounds
@@ -85,10 +88,17 @@ class VllmEmbedder:
         return np.asarray([o.outputs.embedding for o in outputs], dtype=np.float32)
 
     def embed_windows(
-        self, windows: Iterable[list[Row]], total: int, batch_size: int = 32, progress: str | None = None
+        self,
+        windows: Iterable[list[Row]],
+        total: int,
+        batch_size: int = 32,
+        progress: str | None = None,
+        multi: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The engine interface of :meth:`jfe.Embedder.embed_windows`; ``batch_size`` is left to
         vLLM's scheduler, which batches each window's requests itself."""
+        if multi:
+            raise ValueError("--engine vllm serves single vectors; encode token vectors with --engine jfe")
         out = np.zeros((total, self.dimension), dtype=np.float32)
         ok = np.zeros(total, dtype=bool)
         with tqdm(total=total, desc=progress, disable=progress is None, unit="item") as bar:
