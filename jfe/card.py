@@ -62,6 +62,9 @@ def _stage_section(index: int, summary: TrainSummary) -> str:
         weights = c.matryoshka_weights or [1.0] * len(c.matryoshka_dims)
         dims = ", ".join(map(str, c.matryoshka_dims))
         mrl = f"; Matryoshka dimensions {dims} (weights {', '.join(map(str, weights))})"
+    if c.embedding != "single":
+        weight = f", weight {c.multi_weight} beside the single-vector loss" if c.embedding == "both" else ""
+        mrl += f"; token vectors ({c.embedding}, {c.multi_dim}-d, MeanMaxSim{weight})"
     return "\n".join(
         [
             f"### Stage {index}: {name}",
@@ -82,6 +85,31 @@ def _stage_section(index: int, summary: TrainSummary) -> str:
     )
 
 
+def _late_interaction_section(config: EmbedderConfig, prompt: str | None) -> list[str]:
+    """Usage of the token vectors: where the MultiVectorEncoder folder is, and how it scores."""
+    # one sentence-transformers folder holds one model type: a both model's token view is a subfolder
+    where = '"REPO_ID"' if config.embedding == "multi" else 'snapshot_download("REPO_ID") + "/multi_vector"'
+    query = f'prompt_name="{prompt}"' if prompt else 'prompt="Retrieve an image of the digit described."'
+    return [
+        "## Late interaction (token vectors)",
+        "",
+        f"Every token of an input also gets a {config.multi_dim}-d L2-normalised vector (a linear head on its last "
+        "hidden state; the chat template's markers are skipped); a query scores a candidate by MeanMaxSim, the mean "
+        "over the query's vectors of the best dot product with the candidate's.",
+        "",
+        "```python",
+        *(["from huggingface_hub import snapshot_download"] if config.embedding == "both" else []),
+        "from sentence_transformers import MultiVectorEncoder",
+        "",
+        f"model = MultiVectorEncoder({where})",
+        'docs = model.encode_document([{"image": "three.png"}, "a seven"])',
+        f'queries = model.encode_query(["a handwritten seven"], {query})',
+        "scores = model.similarity(queries, docs)  # MeanMaxSim",
+        "```",
+        "",
+    ]
+
+
 def render_model_card(folder: str | os.PathLike, license: str = "apache-2.0") -> str:
     """The README.md text of an exported folder, from its run summaries, configs and eval JSON."""
     folder = Path(folder)
@@ -98,6 +126,7 @@ def render_model_card(folder: str | os.PathLike, license: str = "apache-2.0") ->
         base_model=base if base and not Path(base).exists() else None,
     )
     example_prompt = next(iter(prompts), None)
+    config = EmbedderConfig.load(folder)
     lines = [
         "# One-tower early-fusion multimodal embedding model",
         "",
@@ -106,36 +135,48 @@ def render_model_card(folder: str | os.PathLike, license: str = "apache-2.0") ->
         "Trained with [jfe](https://pypi.org/project/jfe/).",
         "",
         f"- Base model: `{base}`",
-        f"- Embedding dimension: {_pooling_dimension(folder)}",
-        "- Pooling: last token; similarity: cosine",
+        *(
+            [f"- Token vectors only: {config.multi_dim}-d; similarity: MeanMaxSim (see Late interaction)"]
+            if config.embedding == "multi"
+            else [f"- Embedding dimension: {_pooling_dimension(folder)}", "- Pooling: last token; similarity: cosine"]
+        ),
         "",
         "## Usage",
         "",
-        "With sentence-transformers (no jfe needed):",
-        "",
-        "```python",
-        "from sentence_transformers import SentenceTransformer",
-        "",
-        'model = SentenceTransformer("REPO_ID")',
-        'docs = model.encode([{"text": "a red seven", "image": "seven.png"}, {"image": "three.png"}, "a seven"])',
-        (
-            f'queries = model.encode(["a handwritten seven"], prompt_name="{example_prompt}")'
-            if example_prompt
-            else 'queries = model.encode(["a handwritten seven"], prompt="Retrieve an image of the digit described.")'
-        ),
-        "scores = model.similarity(queries, docs)",
-        "```",
-        "",
+    ]
+    if config.embedding != "multi":
+        lines += [
+            "With sentence-transformers (no jfe needed):",
+            "",
+            "```python",
+            "from sentence_transformers import SentenceTransformer",
+            "",
+            'model = SentenceTransformer("REPO_ID")',
+            'docs = model.encode([{"text": "a red seven", "image": "seven.png"}, {"image": "three.png"}, "a seven"])',
+            (
+                f'queries = model.encode(["a handwritten seven"], prompt_name="{example_prompt}")'
+                if example_prompt
+                else 'queries = model.encode(["a handwritten seven"], '
+                'prompt="Retrieve an image of the digit described.")'
+            ),
+            "scores = model.similarity(queries, docs)",
+            "```",
+            "",
+        ]
+    lines += [
         "With jfe:",
         "",
         "```python",
         "from jfe import Embedder",
         "",
         'model = Embedder.from_pretrained("REPO_ID")',
-        'queries = model.encode(["a handwritten seven"], instruction="Retrieve an image of the digit described.")',
+        f'queries = model.{"encode_multi" if config.embedding == "multi" else "encode"}(["a handwritten seven"], '
+        'instruction="Retrieve an image of the digit described.")',
         "```",
         "",
     ]
+    if config.embedding != "single":
+        lines += _late_interaction_section(config, example_prompt)
     if prompts:
         lines += [
             "## Query instructions (sentence-transformers prompts)",
@@ -149,7 +190,8 @@ def render_model_card(folder: str | os.PathLike, license: str = "apache-2.0") ->
         lines += ["## Training", ""]
         lines += [_stage_section(i + 1, s) for i, s in enumerate(stages)]
     if evaluation:
-        lines += [f"## Evaluation ({evaluation.split} split, {evaluation.pool} pool)", ""]
+        scored = "token vectors, MeanMaxSim" if evaluation.vectors == "multi" else "single vectors"
+        lines += [f"## Evaluation ({evaluation.split} split, {evaluation.pool} pool, {scored})", ""]
         if evaluation.instructions:
             how = evaluation.instructions
             lines += [
