@@ -1,6 +1,19 @@
 import numpy as np
 import pytest
 
+from tests.conftest import write_mbeir_sample
+
+SAMPLE_TASKS = {"toy_t2i": 0, "toy_i2t": 3, "toy_it2i": 7}  # dataset -> task id, as the sample's qrels say
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """The M-BEIR sample, plus one query file holding the queries of all three tasks."""
+    root = write_mbeir_sample(tmp_path_factory.mktemp("cli") / "mbeir")
+    lines = "".join((root / f"query/test/mbeir_{name}_test.jsonl").read_text() for name in SAMPLE_TASKS)
+    (root / "all_queries.jsonl").write_text(lines)
+    return root
+
 
 def normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)

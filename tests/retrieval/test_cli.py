@@ -19,9 +19,9 @@ from jfe.retrieval.metrics import to_markdown
 from jfe.retrieval.mine import read_mined
 from jfe.retrieval.scoring import HEADLINE
 from jfe.retrieval.trec import read_run
-from tests.conftest import write_mbeir_sample
+from tests.retrieval.conftest import SAMPLE_TASKS
 
-TASKS = {"toy_t2i": 0, "toy_i2t": 3, "toy_it2i": 7}  # dataset -> task id, as the sample's qrels say
+TASKS = SAMPLE_TASKS
 
 
 def _trec_lines(path):
@@ -40,15 +40,6 @@ def _ranking(path):
     for qid, did, _rank, score in sorted(_trec_lines(path), key=lambda r: (r[0], r[2])):
         out.setdefault(qid, []).append((did, score))
     return out
-
-
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    """The M-BEIR sample, plus one query file holding the queries of all three tasks."""
-    root = write_mbeir_sample(tmp_path_factory.mktemp("cli") / "mbeir")
-    lines = "".join((root / f"query/test/mbeir_{name}_test.jsonl").read_text() for name in TASKS)
-    (root / "all_queries.jsonl").write_text(lines)
-    return root
 
 
 @pytest.fixture(scope="module")

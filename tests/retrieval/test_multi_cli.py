@@ -18,17 +18,9 @@ from jfe.data.uniir import format_string
 from jfe.retrieval.encode import encode_items
 from jfe.retrieval.items import read_items
 from jfe.retrieval.multi_shards import read_multi_embeddings
-from tests.conftest import write_mbeir_sample
+from tests.retrieval.conftest import SAMPLE_TASKS
 
-NAMES = ("toy_t2i", "toy_i2t", "toy_it2i")
-
-
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    root = write_mbeir_sample(tmp_path_factory.mktemp("multi-cli") / "mbeir")
-    lines = "".join((root / f"query/test/mbeir_{name}_test.jsonl").read_text() for name in NAMES)
-    (root / "all_queries.jsonl").write_text(lines)
-    return root
+NAMES = tuple(SAMPLE_TASKS)
 
 
 @pytest.fixture(scope="module")
