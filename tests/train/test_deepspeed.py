@@ -29,9 +29,9 @@ def _steps_where_one_rank_has_no_image(mixed_pairs):
     return [s for s in found if s <= STEPS]
 
 
-def _launch(zero, port, tiny_model_dir, mixed_pairs, out, *extra):
+def _launch(zero, port, tiny_model_dir, mixed_pairs, out, *extra, steps=STEPS):
     return deepspeed_losses(
-        "tiny-stage1.yaml", zero, port, out, STEPS,
+        "tiny-stage1.yaml", zero, port, out, steps,
         f"model={tiny_model_dir}", "data_format=pairs", f"pairs_files=[{mixed_pairs}]", "trainable=full",
         "train_vision=false", f"per_device_batch_size={BATCH}", "learning_rate=1e-3", "seed=0", *extra,
     )  # fmt: skip
@@ -76,11 +76,12 @@ def test_multi_vector_under_zero2_plain_and_gradcache(free_port, tiny_model_dir,
     from sentence_transformers import MultiVectorEncoder
 
     multi = ("embedding=multi", "multi_dim=16")
-    plain = _launch("zero2", free_port(), tiny_model_dir, mixed_pairs, tmp_path / "plain", *multi)
+    plain = _launch("zero2", free_port(), tiny_model_dir, mixed_pairs, tmp_path / "plain", *multi, steps=12)
     cached = _launch(
-        "zero2", free_port(), tiny_model_dir, mixed_pairs, tmp_path / "gc", *multi, "gradcache_chunk_size=2"
+        "zero2", free_port(), tiny_model_dir, mixed_pairs, tmp_path / "gc", *multi, "gradcache_chunk_size=2", steps=12
     )
-    assert np.mean(plain[-8:]) < 0.8 * np.mean(plain[:8])
+    print(f"multi-vector ZeRO-2 losses: {plain}")
+    assert np.mean(plain[-4:]) < 0.8 * np.mean(plain[:4])
     assert float(np.max(np.abs(np.array(cached) - np.array(plain)))) <= 1e-4
     final = tmp_path / "plain" / "final"
     ours = Embedder.from_pretrained(final, dtype="float32", device="cpu").encode_multi(["item 3", "doc 3"])
