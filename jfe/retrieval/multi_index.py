@@ -39,6 +39,7 @@ from jfe.retrieval.index import (
 )
 from jfe.retrieval.maxsim import as_tokens, maxsim_matrix, maxsim_scores, runs
 from jfe.retrieval.multi_shards import OFFSETS_KEY, VECTORS_KEY, MultiVectors, check_offsets, read_tensors
+from jfe.retrieval.shards import _check_ids
 
 TOKEN_ITEMS_FILE = "token_items.npy"
 VECTORS_FILE = "vectors.safetensors"
@@ -90,6 +91,7 @@ def save_multi_index(mi: MultiIndex, out_dir: str | os.PathLike, dtype: str = "f
     out_dir = Path(out_dir)
     if dtype not in ("float16", "float32"):
         raise ValueError(f"{out_dir}: dtype must be float16 or float32, got {dtype!r}")
+    _check_ids(mi.ids, str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META_FILE).unlink(missing_ok=True)
     cpu = _to_cpu(mi.index)
@@ -185,8 +187,9 @@ def search_multi(
     """Top-k items for each query (n_q, D) by exact MeanMaxSim over its :func:`multi_candidates`."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    qs = [as_tokens(q, mi.index.d, f"query {i}") for i, q in enumerate(queries)]  # once, if they are tensors
     ranked = []
-    for q, rows in zip(queries, multi_candidates(mi, queries, depth, nprobe), strict=True):
+    for q, rows in zip(qs, multi_candidates(mi, qs, depth, nprobe), strict=True):
         s = maxsim_scores(q, mi.docs, rows)
         top = _top(s, k)
         ranked.append((s[top], rows[top]))

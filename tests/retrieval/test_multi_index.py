@@ -168,3 +168,16 @@ def test_auto_list_count():
     assert resolve_factory("IVF{auto},Flat", 10_000, 100_000) == "IVF256,Flat"  # 39 per list of 10,000
     assert resolve_factory("IVF{auto},Flat", 40_000, 100_000) == "IVF800,Flat"  # 4 sqrt(T)
     assert resolve_factory("HNSW32", 40_000, 100_000) == "HNSW32"
+
+
+def test_torch_queries_and_bad_ids(tmp_path, ivf, workload):
+    import torch
+
+    mv, queries = workload
+    expected = search_multi(ivf, queries[:5], 10, depth=DEPTH, nprobe=NPROBE)
+    got = search_multi(ivf, [torch.from_numpy(q) for q in queries[:5]], 10, depth=DEPTH, nprobe=NPROBE)
+    assert got[1] == expected[1]
+    bad = build_multi_index(MultiVectors([" a", *mv.ids[1:]], mv.vectors, mv.offsets), "Flat")
+    with pytest.raises(ValueError, match=r"invalid id ' a'"):
+        save_multi_index(bad, tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()
