@@ -17,7 +17,9 @@ from jfe.formatting import EmbedInput, render
 from jfe.inputs import load_image
 from jfe.lengths import batches_by_length, rendered_token_counts
 from jfe.retrieval.encode import SORT_WINDOW_BATCHES, EncodeItem, length_order
-from tools.bench import ann, goals, qlora, timing, train
+from jfe.retrieval.multi_index import build_multi_index, exhaustive_multi
+from jfe.retrieval.multi_shards import MultiVectors
+from tools.bench import ann, goals, multi, qlora, timing, train
 from tools.bench.goals import GOALS
 from tools.bench.inputs import INSTRUCTION, mbeir_like_inputs, write_inputs, write_pairs
 from tools.bench.padding import encode_tokens, real_and_padded
@@ -32,6 +34,10 @@ KEYS = {
     "qlora_model_parameters", "ann_speedup", "ann_recall", "ann_best", "ann_flat_qps", "ann_settings",
     "index_overhead", "index_overhead_vs_in_memory", "index_jfe_seconds", "index_faiss_seconds",
     "index_faiss_in_memory_seconds", "index_setting", "padding_efficiency",
+    "multi_overhead", "multi_recall", "multi_best", "multi_settings", "multi_qps", "multi_jfe_seconds",
+    "multi_direct_seconds", "multi_direct_agreement", "multi_rerank_candidates_per_s", "multi_candidates_per_query",
+    "multi_build_seconds", "multi_index_bytes", "single_qps", "single_index_bytes", "single_recall_vs_maxsim",
+    "multi_workload",
 }  # fmt: skip
 
 
@@ -180,6 +186,22 @@ def test_ann_recall_and_the_setting_it_picks():
     assert ann.pick([s for s in settings if s["recall@10"] < 0.95])["index"] == "fast"
 
 
+def test_multi_texts_share_a_vocabulary_and_the_direct_search_does_jfe_s_work():
+    items, lengths = multi.texts(300, 8, 16, seed=1)
+    assert [len(x) for x in items] == lengths.tolist() and lengths.min() >= 4 and lengths.max() <= 12
+    assert all(x.dtype == np.float32 for x in items)
+    np.testing.assert_allclose(np.linalg.norm(np.concatenate(items), axis=1), 1, atol=1e-5)
+    queries, _ = multi.texts(20, 4, 16, seed=2)
+    # queries are about the items' topics: each has an item far closer than a random one
+    mv = MultiVectors.from_items([f"d{i}" for i in range(300)], items)
+    scores, dids = exhaustive_multi(queries, mv, 300)
+    assert np.mean(scores[:, 0]) > np.mean(scores[:, -50:]) + 0.2
+    # with depth over every token of an exact index, the direct search finds the exhaustive top 10
+    mi = build_multi_index(mv, "Flat")
+    found = multi.direct_search(mi.index, mi.token_items, mv.vectors, mv.offsets, queries, 10, len(mv.vectors))
+    assert [[mv.ids[r] for r in row] for row in found] == [d[:10] for d in dids]
+
+
 def test_qlora_memory_uses_a_4_bit_base(tmp_path):
     figures = qlora.measure(tmp_path / "model", hidden=128, layers=2)
     # 4-bit LLM weights: well under the bf16 model, the bf16 vision tower and embeddings aside
@@ -209,3 +231,7 @@ def test_quick_run_reports_every_key_with_consistent_figures(tmp_path):
     assert figures["ann_recall"] == figures["ann_best"]["recall@10"]
     assert figures["ann_speedup"] == pytest.approx(figures["ann_best"]["qps"] / figures["ann_flat_qps"])
     assert figures["index_overhead"] == pytest.approx(figures["index_jfe_seconds"] / figures["index_faiss_seconds"])
+    assert f["multi_best"] in f["multi_settings"] and f["multi_recall"] == f["multi_best"]["recall@10"]
+    assert f["multi_overhead"] == pytest.approx(f["multi_jfe_seconds"] / f["multi_direct_seconds"])
+    assert f["multi_direct_agreement"] >= 0.9  # the direct path ranks the same items
+    assert f["multi_index_bytes"] > f["single_index_bytes"] > 0 and f["multi_rerank_candidates_per_s"] > 0

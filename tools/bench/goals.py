@@ -12,6 +12,8 @@ GOALS = {
     "ann_speedup": (">=", 20.0),
     "ann_recall": (">=", 0.95),
     "index_overhead": ("<=", 1.1),
+    "multi_overhead": ("<=", 1.1),
+    "multi_recall": (">=", 0.95),
 }
 
 
