@@ -156,7 +156,8 @@ def encode_to_shards(
             found = (meta.get("kind", "single"), meta["dim"])
             if found != (kind, width):
                 raise ValueError(
-                    f"{folder}: complete {found[0]} shard of dimension {found[1]}, this run writes {kind} of {width}"
+                    f"{folder}: complete shard of {found[0]} vectors of dimension {found[1]}, "
+                    f"this run writes {kind} vectors of dimension {width}"
                 )
             logger.info("shard %s is complete: skipped", folder.name)
             written.append(folder)
