@@ -80,7 +80,9 @@ def test_encode_search_and_eval_at_a_dimension(saved, mbeir_root, tmp_path, caps
     ids64, vecs64 = read_embeddings([tmp_path / "e64"])
     assert ids64 == ids and np.abs(vecs - truncate(vecs64, 16)).max() <= 1e-6
     # a rerun at another width must not mix into the complete shards
-    with pytest.raises(ValueError, match="of single vectors of dimension 16, this run writes single vectors of dimension 32"):
+    with pytest.raises(
+        ValueError, match="single vectors of dimension 16, this run writes single vectors of dimension 32"
+    ):
         main(["encode", *common, "--out", str(tmp_path / "e16"), "--dim", "32"])
     assert main(["index", "--embeddings", str(tmp_path / "e16"), "--out", str(tmp_path / "i16")]) == 0
     queries = mbeir_root / "query/test/mbeir_toy_t2i_test.jsonl"

@@ -114,6 +114,8 @@ def test_wrong_kinds_are_refused(models, shards, sample, tmp_path):
         main(["index", "--embeddings", str(shards), "--out", str(tmp_path / "i")])
     pool = sample / "cand_pool/global/mbeir_union_test_cand_pool.jsonl"
     # a both model's single vectors cannot resume into a folder of its token vectors
-    with pytest.raises(ValueError, match="of multi vectors of dimension 16, this run writes single vectors of dimension 64"):
+    with pytest.raises(
+        ValueError, match="multi vectors of dimension 16, this run writes single vectors of dimension 64"
+    ):
         main(["encode", "--model", str(models["both"]), "--data", str(pool), "--out", str(shards),
               "--images-root", str(sample), "--num-shards", "2", "--num-workers", "0"])  # fmt: skip
