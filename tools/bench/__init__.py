@@ -13,6 +13,9 @@ Keys (goal in brackets), one module per measure:
   ann_recall          that setting's recall@10 against exact search                        [>= 0.95]  ann.py
   index_overhead      jfe index + search wall time / the same FAISS calls made directly    [<= 1.1]   index_overhead.py
                       (on the ANN vectors, with the setting the ANN step picked)
+  multi_overhead      jfe search_multi wall time / the same FAISS search + a numpy MaxSim  [<= 1.1]   multi.py
+                      rerank written directly (late interaction, synthetic token vectors)
+  multi_recall        two-stage late-interaction recall@10 vs exhaustive MeanMaxSim        [>= 0.95]  multi.py
 
 The inputs (an M-BEIR-like mix, written as images and a pair file) are in inputs.py, the timing
 helpers in timing.py, the goals in goals.py. --quick shrinks every size so the whole run takes
