@@ -13,7 +13,9 @@ a head dim of 64), saves it as ``jfe export`` does, and compares, in fp32 (max a
 - ``jfe encode --engine vllm`` against ``jfe encode`` on a small pool: same shard files and ids;
 - ``vllm serve PATH --runner pooling``: ``/v1/embeddings`` with chat messages against
   ``Embedder.encode`` for a text query and its instruction;
-- a ``max_pixels`` budget given at load time, on large images, against jfe's with the same budget.
+- a ``max_pixels`` budget given at load time, on large images, against jfe's with the same budget;
+- token vectors (``embedding: multi`` and ``both`` exports, vLLM's ``token_embed`` task) against
+  ``Embedder.encode_multi`` and ``jfe encode``'s token-vector shards (``tools/vllm_multi.py``).
 
 ``--bench`` adds ``encode_vs_vllm`` (jfe's encode against vLLM's on the same inputs, both items/s)
 and ``engine_overhead`` (``--engine vllm``'s loop against ``LLM.embed`` called directly). Each
@@ -96,7 +98,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def check_family(arch: str, bench: bool, serve: bool) -> dict[str, str]:
+def check_family(arch: str, bench: bool, serve: bool, multi: bool = True, both: bool = False) -> dict[str, str]:
     """All checks of one family, in this process; returns name -> result line."""
     import numpy as np
 
@@ -156,6 +158,12 @@ def check_family(arch: str, bench: bool, serve: bool) -> dict[str, str]:
             line, ok = _serve(folder, ours)
             failed |= not ok
             results[f"{arch} vllm serve /v1/embeddings"] = line
+        if multi:
+            from vllm_multi import check_multi
+
+            prompts = {"query": INSTRUCTION}
+            results.update(check_multi(arch, root / f"base-{arch}", root, _cases(), prompts, pool, both))
+            failed |= results.pop(f"{arch} multi ok") != "yes"
     results[f"{arch} ok"] = "no" if failed else "yes"
     return results
 
@@ -324,10 +332,13 @@ def main() -> int:
     parser.add_argument("--json", help="write every result here")
     parser.add_argument("--families", help="comma-separated model types (default: every registered family)")
     parser.add_argument("--no-serve", action="store_true", help="skip the vllm serve check")
+    parser.add_argument("--no-multi", action="store_true", help="skip the token-vector checks")
     parser.add_argument("--family", help=argparse.SUPPRESS)  # the per-family subprocess
+    parser.add_argument("--multi-both", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.family:
-        print(json.dumps(check_family(args.family, args.bench, serve=not args.no_serve)))
+        results = check_family(args.family, args.bench, not args.no_serve, not args.no_multi, args.multi_both)
+        print(json.dumps(results))
         return 0
 
     import vllm
@@ -339,9 +350,11 @@ def main() -> int:
     everything: dict[str, str] = {}
     failed = False
     for arch in families:
-        command = (
-            [sys.executable, __file__, "--family", arch] + ["--bench"] * args.bench + ["--no-serve"] * args.no_serve
-        )
+        command = [sys.executable, __file__, "--family", arch] + ["--bench"] * args.bench
+        command += ["--no-serve"] * args.no_serve + ["--no-multi"] * args.no_multi
+        # the both model's token vectors differ from a multi model's only in the folder jfe hands
+        # vLLM, the same for every family: checked once per run, an engine start spared per family
+        command += ["--multi-both"] * (arch == families[0])
         done = subprocess.run(command, capture_output=True, text=True)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode != 0 or not lines:
