@@ -15,8 +15,12 @@ import os
 import time
 from importlib.resources import as_file, files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jfe.artifacts import DemoResults
+
+if TYPE_CHECKING:
+    from jfe.retrieval.items import TextStyle
 
 FUSION_TASKS = ("digits_it2t", "digits_it2i")
 
@@ -53,14 +57,44 @@ def _print_table(results: DemoResults) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
-def run_demo(out: Path, stage1_steps: int | None = None, stage2_steps: int | None = None) -> DemoResults:
-    from jfe.builtins import digits_benchmark, tiny_model
-    from jfe.embedder import Embedder
-    from jfe.export import export
-    from jfe.retrieval.evaluate import evaluate_mbeir, model_fingerprint
+def digits_style() -> TextStyle:
+    """How the tiny recipes train, so how the digits are scored: the first prompt's wording, the
+    texts as written (no UniIR formatting)."""
     from jfe.retrieval.items import TextStyle
+
+    return TextStyle("first", uniir_format=False)
+
+
+def evaluate_digits(model_dir: Path, data: Path, out: Path, name: str, **kwargs) -> dict:
+    """jfe's evaluator on the digits test split, local pools (``kwargs`` go to ``evaluate_mbeir``);
+    pool embeddings are cached under ``out/eval``, keyed by the weights."""
+    from jfe.embedder import Embedder
+    from jfe.retrieval.evaluate import evaluate_mbeir, model_fingerprint
+
+    embedder = Embedder.from_pretrained(model_dir, dtype="float32", device="cpu")
+    work = out / "eval" / f"{name}-{model_fingerprint(model_dir)}"
+    return evaluate_mbeir(embedder, data, split="test", pool="local", work_dir=work, style=digits_style(), **kwargs)
+
+
+def train_recipe(
+    recipe: str, start_from: Path, data: Path, output_dir: Path, steps: int | None, overrides: list[str] | None = None
+) -> Path:
+    """Train one of the packaged tiny recipes from ``start_from`` on ``data`` into ``output_dir``
+    (``steps`` overrides its max_steps, ``overrides`` any other option); returns the final model."""
     from jfe.train.config import load_config
     from jfe.train.trainer import run
+
+    options = [f"output_dir={output_dir}", f"model={start_from}", f"mbeir_root={data}"]
+    options += ([f"max_steps={steps}"] if steps else []) + list(overrides or [])
+    # the tiny recipes ship inside the package (recipes/tiny-*.yaml link to them), so the demo
+    # runs from an installed wheel as well as from a clone
+    with as_file(files("jfe").joinpath("recipes", recipe)) as path:
+        return run(load_config(str(path), options))
+
+
+def run_demo(out: Path, stage1_steps: int | None = None, stage2_steps: int | None = None) -> DemoResults:
+    from jfe.builtins import digits_benchmark, tiny_model
+    from jfe.export import export
 
     start = time.perf_counter()
     _banner("1/6 building the tiny Qwen2-VL and the digits benchmark (cached after the first run)")
@@ -69,23 +103,14 @@ def run_demo(out: Path, stage1_steps: int | None = None, stage2_steps: int | Non
     print(f"model: {base}\ndata:  {data}")
 
     def evaluate(model_dir: Path, name: str, **kwargs) -> dict:
-        embedder = Embedder.from_pretrained(model_dir, dtype="float32", device="cpu")
-        work = out / "eval" / f"{name}-{model_fingerprint(model_dir)}"
-        # as the tiny recipes train: the first prompt's wording and the texts as written
-        style = TextStyle("first", uniir_format=False)
-        return evaluate_mbeir(embedder, data, split="test", pool="local", work_dir=work, style=style, **kwargs)
+        return evaluate_digits(model_dir, data, out, name, **kwargs)
 
     results = DemoResults(stages={}, ablation={})
     _banner("2/6 evaluating the untrained model")
     results.stages["untrained"] = _hits(evaluate(base, "untrained"))
 
     def train(name_of_recipe: str, start_from: Path, name: str, steps: int | None) -> Path:
-        overrides = [f"output_dir={out / name}", f"model={start_from}", f"mbeir_root={data}"]
-        overrides += [f"max_steps={steps}"] if steps else []
-        # the tiny recipes ship inside the package (recipes/tiny-*.yaml link to them), so the demo
-        # runs from an installed wheel as well as from a clone
-        with as_file(files("jfe").joinpath("recipes", name_of_recipe)) as path:
-            return run(load_config(str(path), overrides))
+        return train_recipe(name_of_recipe, start_from, data, out / name, steps)
 
     _banner("3/6 stage 1: post-training adaptation (recipes/tiny-stage1.yaml)")
     stage1 = train("tiny-stage1.yaml", base, "stage1", stage1_steps)
