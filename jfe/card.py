@@ -62,6 +62,8 @@ def _stage_section(index: int, summary: TrainSummary) -> str:
         weights = c.matryoshka_weights or [1.0] * len(c.matryoshka_dims)
         dims = ", ".join(map(str, c.matryoshka_dims))
         mrl = f"; Matryoshka dimensions {dims} (weights {', '.join(map(str, weights))})"
+    if c.fusion == "late":
+        mrl += "; late fusion (image and text embedded apart, summed)"
     if c.embedding != "single":
         weight = f", weight {c.multi_weight} beside the single-vector loss" if c.embedding == "both" else ""
         mrl += f"; token vectors ({c.embedding}, {c.multi_dim}-d, MeanMaxSim{weight})"
@@ -83,6 +85,15 @@ def _stage_section(index: int, summary: TrainSummary) -> str:
             "",
         ]
     )
+
+
+LATE_FUSION_NOTE = [
+    "**Late fusion**: an image+text input is embedded as its image and its text apart (each with the "
+    "instruction), and the two embeddings are summed and L2-normalised again. sentence-transformers embeds an "
+    "image+text input as one sequence, so for such inputs use jfe (`Embedder.encode`), or embed the two parts "
+    "with sentence-transformers and combine them the same way; text-only and image-only inputs embed the same in both.",
+    "",
+]
 
 
 def _late_interaction_section(config: EmbedderConfig, prompt: str | None) -> list[str]:
@@ -118,22 +129,30 @@ def render_model_card(folder: str | os.PathLike, license: str = "apache-2.0") ->
     evaluation = EvalReport.find_exported(folder)
     base = stages[0].base_model if stages else EmbedderConfig.load(folder).base_model
     family = backbone_for(folder).card_tag
+    config = EmbedderConfig.load(folder)
     data = ModelCardData(
         library_name="sentence-transformers",
         pipeline_tag="feature-extraction",
         license=license,
-        tags=["jfe", "sentence-transformers", "feature-extraction", "multimodal-retrieval", "early-fusion", family],
+        tags=[
+            "jfe",
+            "sentence-transformers",
+            "feature-extraction",
+            "multimodal-retrieval",
+            f"{config.fusion}-fusion",
+            family,
+        ],
         base_model=base if base and not Path(base).exists() else None,
     )
     example_prompt = next(iter(prompts), None)
-    config = EmbedderConfig.load(folder)
     lines = [
-        "# One-tower early-fusion multimodal embedding model",
+        f"# One-tower {config.fusion}-fusion multimodal embedding model",
         "",
         "Image and text go into one sequence of a vision-language model; the final hidden state of the last "
         "token, L2-normalised, is the embedding. Queries carry a task instruction; candidates do not. "
         "Trained with [jfe](https://pypi.org/project/jfe/).",
         "",
+        *(LATE_FUSION_NOTE if config.fusion == "late" else []),
         f"- Base model: `{base}`",
         *(
             [f"- Token vectors only: {config.multi_dim}-d; similarity: MeanMaxSim (see Late interaction)"]

@@ -20,6 +20,7 @@ from jfe.artifacts import EMBEDDER_CONFIG
 from jfe.atomic import atomic_dir
 from jfe.backbones import backbone_for
 from jfe.formatting import EMBEDDING_CHAT_TEMPLATE, render, to_features
+from jfe.fusion import check_fusion
 from jfe.inference import Row, embed_windows
 from jfe.inputs import to_embed_input
 from jfe.matryoshka import truncate
@@ -64,6 +65,13 @@ class EmbedderConfig:
         },
     )
     multi_dim: int = field(default=128, metadata={"help": "components of each token vector (multi, both)"})
+    fusion: str = field(
+        default="early",
+        metadata={
+            "help": "early: an image+text input is one sequence; late: its image and its text are embedded apart "
+            "and combined (jfe.fusion); sentence-transformers and vLLM embed image+text inputs early"
+        },
+    )
     chat_template: str = field(
         default="jfe",
         metadata={
@@ -174,6 +182,9 @@ class Embedder(torch.nn.Module):
         self.processor = processor
         self.config = config or EmbedderConfig()
         install_chat_template(processor, self.config)
+        check_fusion(self.config.fusion)
+        if self.config.fusion == "late" and self.config.embedding != "single":
+            raise ValueError("fusion=late combines single vectors: this model has embedding=" + self.config.embedding)
         self.multi_head = None
         if check_embedding(self.config.embedding) != "single":
             # a new head starts from torch's seeded init; a saved one is passed in

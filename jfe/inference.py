@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from jfe.formatting import EmbedInput
+from jfe.fusion import combine_numpy, split_parts
 from jfe.lengths import collated_by_length
 
 # One row of a window: (position in the output, the input or None if it could not be read, instruction).
@@ -36,6 +37,8 @@ def embed_windows(
     ``multi``, a list of each row's token vectors, (n_i, d) float32 arrays (None where skipped)."""
     out = [None] * total if multi else np.zeros((total, embedder.dimension), dtype=np.float32)
     ok = np.zeros(total, dtype=bool)
+    late = getattr(embedder.config, "fusion", "early") == "late"
+    fused = np.zeros(total, dtype=bool)  # late fusion: rows whose two parts are summed
     bar = tqdm(total=total, desc=progress, disable=progress is None, unit="item")
 
     def batches() -> Iterator[tuple[list[int], object]]:
@@ -46,8 +49,13 @@ def embed_windows(
             if not good:
                 continue
             rows, instructions = [x for _, x, _ in good], [t for *_, t in good]
+            positions = [pos for pos, _, _ in good]
+            if late:
+                rows, instructions, owner = split_parts(rows, instructions)
+                positions = [positions[j] for j in owner]
+                fused[positions] |= np.bincount(owner, minlength=len(good))[owner] > 1
             for idx, features in collated_by_length(embedder.processor, rows, instructions, max_text, batch_size):
-                yield [good[j][0] for j in idx], features
+                yield [positions[j] for j in idx], features
 
     stream = batches()
     with torch.inference_mode(), bar, ThreadPoolExecutor(max_workers=1) as pool:
@@ -58,8 +66,13 @@ def embed_windows(
             if multi:
                 for pos, vectors in zip(positions, embedder.embed(**features).multi.to_list(), strict=True):
                     out[pos] = vectors.cpu().numpy()
+            elif late:
+                # a row's two parts may land in different batches: sum them, normalise at the end
+                np.add.at(out, positions, embedder(**features).cpu().numpy())
             else:
                 out[positions] = embedder(**features).cpu().numpy()
+            bar.update(int((~ok[np.unique(positions)]).sum()))  # a late-fusion row counts once
             ok[positions] = True
-            bar.update(len(positions))
+    if late:
+        combine_numpy(out, fused)
     return out, ok

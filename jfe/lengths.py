@@ -92,7 +92,17 @@ def split_by_length(lengths: Sequence[int], parts: int) -> list[list[int]]:
 def in_batch_order(rows, order: torch.Tensor | None):
     """Rows embedded chunk after chunk (a tensor, or anything indexed by rows, e.g.
     :class:`jfe.multivector.Embedded`), put back in batch order (``order[p]`` is the batch row of
-    chunk row ``p``), so that query ``i`` still pairs with candidate ``i``."""
+    chunk row ``p``), so that query ``i`` still pairs with candidate ``i``. Where several chunk rows
+    share a batch row (late fusion's parts), they are combined (:func:`jfe.fusion.combine`)."""
     if order is None:
         return rows
-    return rows[torch.argsort(order.cpu())]
+    n = int(order.max()) + 1 if len(order) else 0
+    if len(order) == n:
+        return rows[torch.argsort(order.cpu())]
+    # late fusion: a batch row owns several chunk rows (its image and its text), combined into one
+    from jfe.fusion import combine
+    from jfe.multivector import Embedded
+
+    if isinstance(rows, Embedded):
+        return Embedded(combine(rows.single, order, n))
+    return combine(rows, order, n)

@@ -42,3 +42,11 @@ def test_late_interaction_card_code_runs_as_written(tiny_model_dir, tmp_path, mo
     exec(snippet, scope)
     assert tuple(scope["scores"].shape) == (1, 2)
     assert float(scope["scores"].abs().max()) <= 1.0 + 1e-6  # MeanMaxSim
+
+
+def test_a_late_fusion_card_says_how_to_embed_image_text_inputs(tiny_model_dir, tmp_path):
+    base = Embedder.from_pretrained(tiny_model_dir, dtype="float32", device="cpu")
+    out = Embedder(base.model, base.processor, dataclasses.replace(base.config, fusion="late")).save(tmp_path / "m")
+    card = ModelCard.load(write_model_card(out))
+    assert card.data.tags[4] == "late-fusion" and "# One-tower late-fusion" in card.text
+    assert "embedded as its image and its text apart" in card.text

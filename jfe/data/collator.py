@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from jfe.formatting import EmbedInput, render, to_features
+from jfe.fusion import check_fusion, split_parts
 from jfe.lengths import batches_by_length, rendered_token_counts, split_by_length
 from jfe.pixels import placeholder_image
 
@@ -37,7 +38,8 @@ class ContrastiveCollator:
 
     Output keys: ``query`` and ``candidates`` (lists of chunk features), ``query_rows`` and
     ``candidate_rows`` (real rows per chunk: a dummy-image row is not counted), ``query_order``
-    and ``candidate_order`` (the batch row of each chunk row, chunks concatenated), the id tensors
+    and ``candidate_order`` (the batch row of each chunk row, chunks concatenated; with ``fusion:
+    late`` an image+text row is two chunk rows, its image and its text), the id tensors
     for the loss, and ``qids``. These are exactly ``ContrastiveModel.forward``'s arguments.
     """
 
@@ -48,6 +50,7 @@ class ContrastiveCollator:
         dummy_image: str = "side",
         chunk_size: int = 0,
         length_chunks: int = 1,
+        fusion: str = "early",
     ):
         if dummy_image not in ("side", "chunk", "none"):
             raise ValueError(f"dummy_image={dummy_image!r} is not one of 'side', 'chunk', 'none'")
@@ -56,6 +59,7 @@ class ContrastiveCollator:
         self.dummy_image = dummy_image
         self.chunk_size = chunk_size
         self.length_chunks = length_chunks
+        self.fusion = check_fusion(fusion)
         self.skipped: Counter[str] = Counter()
         self._dummy = EmbedInput(image=placeholder_image(processor))
         dummy = [self._dummy]
@@ -88,6 +92,10 @@ class ContrastiveCollator:
         return {added.index(min(added))}
 
     def _side(self, items: list[EmbedInput], instructions: list[str | None]) -> tuple[list, list[int], torch.Tensor]:
+        owner = list(range(len(items)))
+        if self.fusion == "late":
+            # an image+text input is two rows, its image and its text; the model combines them
+            items, instructions, owner = split_parts(items, instructions)
         # rendered once: the prompts give the exact lengths and every chunk's features
         texts = render(self.processor, items, instructions, self.max_text_tokens)
         chunked = self.chunk_size or self.length_chunks > 1
@@ -100,7 +108,7 @@ class ContrastiveCollator:
             if c in with_dummy:
                 rows, prompts = [*rows, self._dummy], [*prompts, self._dummy_text]
             chunks.append(to_features(self.processor, prompts, rows))
-        order = torch.tensor([i for g in groups for i in g], dtype=torch.long)
+        order = torch.tensor([owner[i] for g in groups for i in g], dtype=torch.long)
         return chunks, [len(g) for g in groups], order
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:

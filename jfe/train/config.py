@@ -83,6 +83,11 @@ class TrainConfig:
         "the full width always trains, with weight 1",
     )
     matryoshka_weights: list[float] = option([], "MRL: the loss weight of each matryoshka_dims entry (default 1)")
+    fusion: str = option(
+        "early",
+        "early: image and text in one sequence (jfe's model); late: the same VLM embeds an image+text input's "
+        "image and text apart, their normalised embeddings summed and renormalised (UniIR's score fusion)",
+    )
     embedding: str = option(
         "single",
         "single (one vector per input), multi (token vectors of a linear head, MeanMaxSim: late interaction) "
@@ -144,6 +149,7 @@ class TrainConfig:
             "mimic_apply_to": ("query", "candidate", "both"),
             "dtype": ("float32", "bfloat16", "float16"),
             "embedding": ("single", "multi", "both"),
+            "fusion": ("early", "late"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -162,6 +168,8 @@ class TrainConfig:
                 raise ValueError(f"query_file={self.query_file!r} needs pool=global (the union pool of the split)")
         if self.matryoshka_dims and self.embedding == "multi":
             raise ValueError("matryoshka_dims are prefixes of the single vector: set embedding=single or both")
+        if self.fusion == "late" and self.embedding != "single":
+            raise ValueError("fusion=late combines single vectors: set embedding=single")
         if self.multi_dim < 1:
             raise ValueError(f"multi_dim={self.multi_dim} must be at least 1")
         if self.length_chunks < 1:

@@ -79,18 +79,18 @@ def gradcache_loss(model, query: tuple, candidates: tuple, ids: dict) -> torch.T
     (query_chunks, query_rows, query_order), (cand_chunks, cand_rows, cand_order) = query, candidates
     q, q_states = _embed_without_graph(model.embed, query_chunks, query_rows)
     c, c_states = _embed_without_graph(model.embed, cand_chunks, cand_rows)
-    q, c = in_batch_order(q, query_order), in_batch_order(c, cand_order)
-    q = q.with_leaves([t.requires_grad_(True) for t in q.leaves()])
-    c = c.with_leaves([t.requires_grad_(True) for t in c.leaves()])
+    # the gradients are taken in chunk-row order, the order the replay embeds in; putting the rows
+    # in batch order (and combining late fusion's parts) is part of the differentiated loss
+    q_leaves = [t.requires_grad_(True) for t in q.leaves()]
+    c_leaves = [t.requires_grad_(True) for t in c.leaves()]
+    q = in_batch_order(q.with_leaves(q_leaves), query_order)
+    c = in_batch_order(c.with_leaves(c_leaves), cand_order)
     temperature = model.temperature()
     loss = model.loss(q, c, temperature, ids)
     learn_t = temperature.requires_grad
-    leaves = q.leaves() + c.leaves()
+    leaves = q_leaves + c_leaves
     grads = torch.autograd.grad(loss, [*leaves, temperature] if learn_t else leaves)
-    # the replay embeds chunk after chunk, so it takes the gradients in chunk-row order
-    n_q = len(q.leaves())
-    grad_q = [g if query_order is None else g[query_order.to(g.device)] for g in grads[:n_q]]
-    grad_c = [g if cand_order is None else g[cand_order.to(g.device)] for g in grads[n_q : len(leaves)]]
+    grad_q, grad_c = grads[: len(q_leaves)], grads[len(q_leaves) : len(leaves)]
 
     def replay(grad_output: torch.Tensor) -> None:
         params = [p for p in model.parameters() if p.requires_grad]

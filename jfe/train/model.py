@@ -73,6 +73,7 @@ def load_embedder(config: TrainConfig, model_path: str, device: str = "cpu") -> 
     pixels = {"min_pixels": config.min_pixels or None, "max_pixels": config.max_pixels or None}
     embedder = Embedder.from_pretrained(model_path, dtype=config.dtype, device=device, **pixels, **kwargs)
     embedder = with_embedding(embedder, config)
+    embedder.config.fusion = config.fusion
     make_trainable(embedder, config)
     trainable, total = parameter_counts(embedder)
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / max(total, 1))

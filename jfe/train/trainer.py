@@ -166,6 +166,7 @@ def build_collator(config: TrainConfig, processor) -> ContrastiveCollator:
         dummy_image="chunk" if config.deepspeed and deepspeed_stage(config.deepspeed) == 3 else "side",
         chunk_size=config.gradcache_chunk_size,
         length_chunks=config.length_chunks,
+        fusion=config.fusion,
     )
 
 
