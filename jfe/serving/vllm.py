@@ -74,6 +74,9 @@ class VllmEmbedder:
         self._vllm = vllm
         self.path = os.fspath(path)
         self.processor, self.config = load_processor(self.path, min_pixels, max_pixels, chat_template)
+        if self.config.fusion == "late":
+            # vLLM embeds an image+text prompt as one sequence: it cannot split it as late fusion does
+            raise ValueError(f"{path}: a late-fusion model (fusion: late); --engine vllm embeds early only, use jfe")
         self.multi = self.config.embedding != "single"
         hidden = AutoConfig.from_pretrained(self.path).get_text_config().hidden_size
         self.dimension = self.config.multi_dim if self.config.embedding == "multi" else hidden
