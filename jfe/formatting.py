@@ -26,17 +26,26 @@ from transformers import BatchFeature
 # the whole family. The assistant turn is always opened (whatever ``add_generation_prompt`` says):
 # the embedding is read from its first position, and clients must not be able to forget it.
 EMBEDDING_CHAT_TEMPLATE = (
-    "{%- set ns = namespace(instruction='', text='', images=0) -%}"
+    "{%- set ns = namespace(instruction='', text='', images=0, texts=[]) -%}"
     "{%- for message in messages -%}"
-    "{%- set parts = [{'type': 'text', 'text': message['content']}] if message['content'] is string"
-    " else message['content'] -%}"
-    "{%- for part in parts -%}"
-    "{%- if part['type'] == 'text' and message['role'] == 'system' -%}"
-    "{%- set ns.instruction = (ns.instruction ~ ' ' ~ part['text']) | trim -%}"
-    "{%- elif part['type'] == 'text' -%}"
-    "{%- set ns.text = (ns.text ~ ' ' ~ part['text']) | trim -%}"
+    "{%- set ns.texts = [message['content']] if message['content'] is string else [] -%}"
+    # A loop over message['content'] itself: vLLM's server detects from it that the template takes
+    # OpenAI-style content parts. Without one it renders each message's content as a single string
+    # (image placeholders and text joined), which would put the instruction before the image.
+    "{%- if message['content'] is not string -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}"
+    "{%- set ns.texts = ns.texts + [part['text']] -%}"
     "{%- elif part['type'] == 'image' -%}"
     "{%- set ns.images = ns.images + 1 -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{%- for text in ns.texts -%}"
+    "{%- if message['role'] == 'system' -%}"
+    "{%- set ns.instruction = (ns.instruction ~ ' ' ~ text) | trim -%}"
+    "{%- else -%}"
+    "{%- set ns.text = (ns.text ~ ' ' ~ text) | trim -%}"
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- endfor -%}"

