@@ -165,13 +165,15 @@ def check_family(arch: str, bench: bool, serve: bool, multi: bool = True, both: 
     return results
 
 
-def _bench(arch: str, ours, engine, repeats: int = 10) -> dict[str, str]:
+def _bench(arch: str, ours, engine, repeats: int = 12) -> dict[str, str]:
     """Items/s of both engines on the same 192 mixed inputs, and ``jfe encode --engine vllm``'s
     overhead over what a caller of ``LLM.embed`` does for the same files (open the images, render
     the prompts, embed). Every timed call gets texts of its own, so no prompt comes from jfe's
-    render cache; each figure is the best of ``repeats`` runs (the overhead's two alternated)."""
+    render cache; each throughput is the best of ``repeats`` runs, the overhead the median of
+    ``repeats`` paired, alternated rounds."""
     import tempfile
 
+    import numpy as np
     from PIL import Image
 
     from jfe.formatting import EmbedInput
@@ -220,22 +222,22 @@ def _bench(arch: str, ours, engine, repeats: int = 10) -> dict[str, str]:
             engine.llm.embed(requests(engine.processor, rows, [None] * len(rows), 10**9), use_tqdm=False)
 
         # alternated, so both see the same drift of a shared machine, and each goes first in half the
-        # rounds: the first call after a pause runs ~15% slower (vLLM's engine idles between calls);
-        # the best of each is kept
-        t_loop = t_direct = float("inf")
+        # rounds (the first call after a pause runs ~15% slower: vLLM's engine idles between calls);
+        # the overhead is the median of the rounds' paired ratios, steadier than a ratio of two
+        # minimums on calls of half a second
+        ratios = []
         for r in range(-1, repeats):
+            took = {}
             pair = ((loop, "loop"), (direct, "direct"))
             for fn, name in pair if r % 2 else pair[::-1]:
                 start = time.perf_counter()
                 fn(r)
-                took = time.perf_counter() - start
-                if r >= 0 and name == "loop":
-                    t_loop = min(t_loop, took)
-                elif r >= 0:
-                    t_direct = min(t_direct, took)
+                took[name] = time.perf_counter() - start
+            if r >= 0:
+                ratios.append(took["loop"] / took["direct"])
     n = 192
     speeds = f"jfe {n / t_jfe:.0f} items/s, vllm {n / t_vllm:.0f} items/s"
-    overhead = t_loop / t_direct
+    overhead = float(np.median(ratios))
     return {
         f"{arch} bench encode_vs_vllm": f"{t_vllm / t_jfe:.2f} ({speeds}; jfe's items/s over vLLM's)",
         f"{arch} bench engine_overhead": f"{overhead:.2f} (jfe encode --engine vllm over opening, rendering "
