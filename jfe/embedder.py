@@ -30,6 +30,7 @@ from jfe.multivector import (
     MultiVectorHead,
     TokenVectors,
     check_embedding,
+    check_vectors,
     multi_vector_st_files,
     scoring_mask,
     skipped_ids,
@@ -269,8 +270,7 @@ class Embedder(torch.nn.Module):
 
     def forward(self, **features: torch.Tensor) -> torch.Tensor:
         """Collated features -> (batch, dim) L2-normalised float32 embeddings (differentiable)."""
-        if self.config.embedding == "multi":
-            raise ValueError("this model gives token vectors only (embedding: multi): use embed or encode_multi")
+        check_vectors(self.config.embedding, multi=False)
         return self.embed(**features).single
 
     @torch.inference_mode()
@@ -300,8 +300,7 @@ class Embedder(torch.nn.Module):
     ) -> list[np.ndarray]:
         """Token vectors of each input: a list of (n_i, multi_dim) float32 arrays, L2-normalised rows
         (the tokens :mod:`jfe.multivector` scores), as ``MultiVectorEncoder.encode`` gives them."""
-        if not self.multi:
-            raise ValueError("this model gives one vector per input (embedding: single): use encode")
+        check_vectors(self.config.embedding, multi=True)
         return self._encode(inputs, instruction, batch_size, show_progress, multi=True)
 
     def _encode(self, inputs, instruction, batch_size: int, show_progress: bool, multi: bool):

@@ -37,7 +37,7 @@ def embed_windows(
     ``multi``, a list of each row's token vectors, (n_i, d) float32 arrays (None where skipped)."""
     out = [None] * total if multi else np.zeros((total, embedder.dimension), dtype=np.float32)
     ok = np.zeros(total, dtype=bool)
-    late = getattr(embedder.config, "fusion", "early") == "late"
+    late = embedder.config.fusion == "late"
     fused = np.zeros(total, dtype=bool)  # late fusion: rows whose two parts are summed
     bar = tqdm(total=total, desc=progress, disable=progress is None, unit="item")
 

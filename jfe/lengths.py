@@ -15,6 +15,8 @@ import torch
 from transformers import BatchFeature
 
 from jfe.formatting import EmbedInput, render, to_features
+from jfe.fusion import combine
+from jfe.multivector import Embedded
 from jfe.pixels import image_tokens
 
 # Before any image is opened, an input's length can only be guessed from its characters; an image
@@ -100,9 +102,6 @@ def in_batch_order(rows, order: torch.Tensor | None):
     if len(order) == n:
         return rows[torch.argsort(order.cpu())]
     # late fusion: a batch row owns several chunk rows (its image and its text), combined into one
-    from jfe.fusion import combine
-    from jfe.multivector import Embedded
-
     if isinstance(rows, Embedded):
         return Embedded(combine(rows.single, order, n))
     return combine(rows, order, n)

@@ -33,6 +33,16 @@ HEAD_DIR = "multi_vector_head"  # sentence-transformers' Dense module folder, re
 _WEIGHT, _BIAS = "linear.weight", "linear.bias"
 
 
+def check_vectors(embedding: str, multi: bool) -> None:
+    """Refuse to ask a model of ``embedding`` for vectors it does not give: token vectors
+    (``multi``) of a single-vector model, single vectors of a multi-vector-only one. Every engine
+    (jfe's, vLLM's) and command asks through this."""
+    if multi and embedding == "single":
+        raise ValueError("this model gives one vector per input (embedding: single), no token vectors: use encode")
+    if not multi and embedding == "multi":
+        raise ValueError("this model gives token vectors only (embedding: multi): use encode_multi")
+
+
 def check_embedding(embedding: str) -> str:
     if embedding not in EMBEDDINGS:
         raise ValueError(f"embedding={embedding!r} is not one of {', '.join(EMBEDDINGS)}")

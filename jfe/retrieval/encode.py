@@ -23,6 +23,7 @@ from jfe.formatting import EmbedInput
 from jfe.inputs import BadInputError, load_image
 from jfe.matryoshka import truncate
 from jfe.model_args import add_model_arguments, model_kwargs
+from jfe.multivector import check_vectors
 from jfe.retrieval.items import EncodeItem, add_text_style_arguments, read_items, text_style
 from jfe.retrieval.multi_shards import write_multi_shard
 from jfe.retrieval.shards import default_num_shards, is_complete, read_meta, shard_dir, shard_slice, write_shard
@@ -117,13 +118,13 @@ def add_vectors_argument(parser: argparse.ArgumentParser) -> None:
 
 def wants_multi(embedder, vectors: str | None) -> bool:
     """Whether to use ``embedder``'s token vectors: ``vectors`` if given (checked), else its own kind."""
-    multi = getattr(embedder, "multi", False)
+    embedding = embedder.config.embedding
     if vectors is None:
-        return multi and embedder.config.embedding == "multi"
-    if vectors == "multi" and not multi:
-        raise ValueError("--vectors multi: this model has no multi-vector head (embedding: single)")
-    if vectors == "single" and embedder.config.embedding == "multi":
-        raise ValueError("--vectors single: this model gives token vectors only (embedding: multi)")
+        return embedding == "multi"
+    try:
+        check_vectors(embedding, multi=vectors == "multi")
+    except ValueError as err:
+        raise ValueError(f"--vectors {vectors}: {err}") from None
     return vectors == "multi"
 
 

@@ -32,7 +32,7 @@ from jfe.embedder import MULTI_VECTOR_FOLDER, load_processor, per_input
 from jfe.formatting import EmbedInput, render
 from jfe.inference import Row
 from jfe.inputs import to_embed_input
-from jfe.multivector import skipped_ids
+from jfe.multivector import check_vectors, skipped_ids
 
 MISSING = (
     "jfe encode --engine vllm needs vLLM: pip install 'jfe[vllm]' on a GPU machine "
@@ -118,15 +118,13 @@ class VllmEmbedder:
 
     def encode(self, inputs: list, instruction: str | list[str | None] | None = None) -> np.ndarray:
         """(N, D) float32 embeddings of raw inputs (as ``Embedder.encode`` takes them)."""
-        if self.config.embedding == "multi":
-            raise ValueError("this model gives token vectors only (embedding: multi): use encode_multi")
+        check_vectors(self.config.embedding, multi=False)
         rows = [to_embed_input(x, i) for i, x in enumerate(inputs)]
         return self._embed(rows, per_input(instruction, len(rows)))
 
     def encode_multi(self, inputs: list, instruction: str | list[str | None] | None = None) -> list[np.ndarray]:
         """Each input's token vectors, (n_i, multi_dim) float32 (as ``Embedder.encode_multi``)."""
-        if not self.multi:
-            raise ValueError("this model gives one vector per input (embedding: single): use encode")
+        check_vectors(self.config.embedding, multi=True)
         rows = [to_embed_input(x, i) for i, x in enumerate(inputs)]
         return self._embed_multi(rows, per_input(instruction, len(rows)))
 
@@ -157,8 +155,7 @@ class VllmEmbedder:
     ) -> tuple[np.ndarray | list, np.ndarray]:
         """The engine interface of :meth:`jfe.Embedder.embed_windows`; ``batch_size`` is left to
         vLLM's scheduler, which batches each window's requests itself."""
-        if multi and not self.multi:
-            raise ValueError("this model has no multi-vector head (embedding: single)")
+        check_vectors(self.config.embedding, multi)
         out = [None] * total if multi else np.zeros((total, self.dimension), dtype=np.float32)
         ok = np.zeros(total, dtype=bool)
         with tqdm(total=total, desc=progress, disable=progress is None, unit="item") as bar:

@@ -83,12 +83,11 @@ def load_embedder(config: TrainConfig, model_path: str, device: str = "cpu") -> 
 def with_embedding(embedder: Embedder, config: TrainConfig) -> Embedder:
     """``embedder`` with the heads ``config.embedding`` asks for: a saved multi-vector head is kept
     (stage 2 continues stage 1's), a missing one starts from a seeded random init."""
-    if config.embedding == embedder.config.embedding and (
-        not embedder.multi or embedder.config.multi_dim == config.multi_dim
-    ):
+    same_head = embedder.multi and embedder.config.multi_dim == config.multi_dim
+    if config.embedding == embedder.config.embedding and (same_head or not embedder.multi):
         return embedder
     torch.manual_seed(config.seed)
-    head = embedder.multi_head if embedder.multi and embedder.config.multi_dim == config.multi_dim else None
+    head = embedder.multi_head if same_head else None
     embedder.config.embedding, embedder.config.multi_dim = config.embedding, config.multi_dim
     out = Embedder(embedder.model, embedder.processor, embedder.config, head)
     if out.multi_head is not None:
