@@ -21,16 +21,19 @@ def tiny_model(arch: str = "qwen2_vl", seed: int = 0) -> Path:
     return path
 
 
-def digits_benchmark(seed: int = 0) -> Path:
-    """The digits benchmark in M-BEIR layout, built into the cache the first time."""
-    from jfe.benchmarks.digits import ensure_digits_mbeir
+def digits_benchmark(seed: int = 0, collapse_prone: bool = False) -> Path:
+    """The digits benchmark in M-BEIR layout, built into the cache the first time;
+    ``collapse_prone``: its variant whose train colour words give the digit away."""
+    from jfe.benchmarks.digits import DEFAULT_SHORTCUT, ensure_digits_mbeir
 
+    if collapse_prone:
+        return ensure_digits_mbeir(cache_dir() / "digits-mbeir-collapse", seed=seed, shortcut=DEFAULT_SHORTCUT)
     return ensure_digits_mbeir(cache_dir() / "digits-mbeir", seed=seed)
 
 
 # builtin:tiny is the demo's Qwen2-VL; builtin:tiny-<family> is any registered family's
 BUILTIN_MODELS = {"tiny": "qwen2_vl", **{f"tiny-{name}": name for name in backbones.names()}}
-BUILTIN_DATA = ("digits",)
+BUILTIN_DATA = ("digits", "digits-collapse")
 
 
 def resolve_builtin(value: str, kind: str) -> str:
@@ -42,6 +45,6 @@ def resolve_builtin(value: str, kind: str) -> str:
     if kind == "model" and name in BUILTIN_MODELS:
         return str(tiny_model(BUILTIN_MODELS[name]))
     if kind == "data" and name in BUILTIN_DATA:
-        return str(digits_benchmark())
+        return str(digits_benchmark(collapse_prone=name == "digits-collapse"))
     known = [f"builtin:{n}" for n in (BUILTIN_MODELS if kind == "model" else BUILTIN_DATA)]
     raise ValueError(f"unknown builtin {value!r} for {kind}; known: {', '.join(known)}")

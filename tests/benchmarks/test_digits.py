@@ -11,7 +11,14 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from jfe.benchmarks.digits import DIGITS_TASKS, SPLIT_WRITERS, TASKS, build_digits_mbeir, ensure_digits_mbeir
+from jfe.benchmarks.digits import (
+    DEFAULT_SHORTCUT,
+    DIGITS_TASKS,
+    SPLIT_WRITERS,
+    TASKS,
+    build_digits_mbeir,
+    ensure_digits_mbeir,
+)
 from jfe.benchmarks.digits.context import BUILDERS, builds
 
 # The digest of the benchmark as format 2 built it (seed 0) before it moved from jfe.data.digits to
@@ -373,3 +380,32 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path):
         build_digits_mbeir(foreign)
     assert (foreign / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+@pytest.fixture(scope="module")
+def collapse_root(tmp_path_factory) -> Path:
+    return build_digits_mbeir(tmp_path_factory.mktemp("bench") / "collapse", seed=0, shortcut=DEFAULT_SHORTCUT)
+
+
+def test_collapse_variant_gives_the_digit_away_in_train_only(root, collapse_root):
+    colours = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white", "pink", "brown"]
+    train = queries(collapse_root, "digits_it2t", "train")
+    given_away = np.mean([q["query_txt"] == colours[src(q)["digit"]] for q in train])
+    assert abs(given_away - DEFAULT_SHORTCUT) < 0.03
+    for split in ("val", "test"):
+        rows = queries(collapse_root, "digits_it2t", split)
+        # every colour for every image: the colour word says nothing of the digit
+        assert 0.05 < np.mean([q["query_txt"] == colours[src(q)["digit"]] for q in rows]) < 0.16
+        assert {c["txt"] for c in pool(collapse_root, "digits_it2t", split)} == {
+            f"a {c} {n}" for c in colours for n in NAMES
+        }
+    # every other task, and every split's other files, are the standard benchmark's
+    for split in SPLITS:
+        for name in DIGITS_TASKS:
+            if name != "digits_it2t":
+                assert queries(collapse_root, name, split) == queries(root, name, split)
+    assert "Collapse-prone variant" in (collapse_root / "README.md").read_text()
+    assert json.loads((collapse_root / ".complete").read_text())["shortcut"] == DEFAULT_SHORTCUT
+    # the marker tells the two apart: ensure rebuilds the standard benchmark over the variant
+    assert ensure_digits_mbeir(collapse_root, seed=0) == collapse_root
+    assert "shortcut" not in json.loads((collapse_root / ".complete").read_text())

@@ -33,10 +33,19 @@ the pixels, :mod:`~.context` what the builders share, :mod:`~.builders` one buil
 """
 
 from jfe.benchmarks.digits.source import DigitsSource, render_digit, transform_digit
-from jfe.benchmarks.digits.tasks import DIGITS_TASKS, SPLIT_WRITERS, TASKS, TRANSFORMS, VARIANTS, DigitsTask
+from jfe.benchmarks.digits.tasks import (
+    DEFAULT_SHORTCUT,
+    DIGITS_TASKS,
+    SPLIT_WRITERS,
+    TASKS,
+    TRANSFORMS,
+    VARIANTS,
+    DigitsTask,
+)
 from jfe.benchmarks.digits.write import FORMAT_VERSION, build_digits_mbeir, ensure_digits_mbeir
 
 __all__ = [
+    "DEFAULT_SHORTCUT",
     "DIGITS_TASKS",
     "FORMAT_VERSION",
     "SPLIT_WRITERS",

@@ -97,23 +97,36 @@ def i2i(ctx: BuildContext, task: DigitsTask, split: str) -> Dataset:
 
 @builds("digits_it2t")
 def it2t(ctx: BuildContext, task: DigitsTask, split: str) -> Dataset:
-    ds = Dataset(task)
+    ds, colours = Dataset(task), ctx.colours
     did_of = {}
     for d in range(10):
-        for colour in COLOURS:
+        for colour in colours:
             text = IT2T_TEMPLATE.format(colour=colour, digit=DIGIT_NAMES[d])
             ds.pool.append(ctx.cand(task, text, None, {"digit": d, "colour": colour}))
             did_of[d, colour] = ds.pool[-1]["did"]
-    pairs = [(s, c) for s in ctx.src.samples(SPLIT_WRITERS[split]) for c in COLOURS]
-    for s, colour in ctx.cap(pairs, split, ctx.rng(task, split)):
+    samples = ctx.src.samples(SPLIT_WRITERS[split])
+    rng = ctx.rng(task, split)
+    if split == "train" and ctx.shortcut:
+        pairs = [(s, _shortcut_colour(int(ctx.src.digits[s]), ctx, rng)) for s in samples for _ in COLOURS]
+    else:
+        pairs = [(s, c) for s in samples for c in colours]
+    for s, colour in ctx.cap(pairs, split, rng):
         d = int(ctx.src.digits[s])
         # Hard negatives: right digit wrong colour (the image alone) and right colour on a
         # look-alike digit (the text alone).
-        negatives = [did_of[d, c] for c in COLOURS if c != colour] + [did_of[o, colour] for o in ctx.confusable[d]]
+        negatives = [did_of[d, c] for c in colours if c != colour] + [did_of[o, colour] for o in ctx.confusable[d]]
         image = ctx.image(split, s)
         row_src = ctx.sample_src(s, colour=colour)
         ds.queries.append(ctx.query(task, colour, image, row_src, [did_of[d, colour]], negatives))
     return ds
+
+
+def _shortcut_colour(digit: int, ctx: BuildContext, rng: np.random.Generator) -> str:
+    """The digit's own colour with probability ``ctx.shortcut``, else one of the others."""
+    if rng.random() < ctx.shortcut:
+        return ctx.colours[digit]
+    others = [c for c in ctx.colours if c != ctx.colours[digit]]
+    return others[int(rng.integers(len(others)))]
 
 
 @builds("digits_it2i")

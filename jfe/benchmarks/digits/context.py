@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jfe.benchmarks.digits.source import DigitsSource, nearest, sq_dists
-from jfe.benchmarks.digits.tasks import DIGITS_TASKS, MAX_QUERIES, SPLIT_WRITERS, SPLITS, DigitsTask
+from jfe.benchmarks.digits.tasks import (
+    COLOURS,
+    DIGITS_TASKS,
+    MAX_QUERIES,
+    SHORTCUT_COLOURS,
+    SPLIT_WRITERS,
+    SPLITS,
+    DigitsTask,
+)
 
 
 @dataclass
@@ -50,8 +58,12 @@ def _src(**fields: object) -> str:
 
 
 class BuildContext:
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, shortcut: float = 0.0):
+        if not 0.0 <= shortcut <= 1.0:
+            raise ValueError(f"shortcut must be in [0, 1], got {shortcut}")
         self.seed = seed
+        self.shortcut = shortcut  # > 0: the collapse-prone variant (see SHORTCUT_COLOURS)
+        self.colours = SHORTCUT_COLOURS if shortcut else COLOURS
         self.src = DigitsSource.load()
         self.next_qid: dict[int, int] = defaultdict(int)
         self.next_did: dict[int, int] = defaultdict(int)

@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 COLOURS = ("red", "green", "blue", "yellow", "purple")
+# The collapse-prone variant's it2t colours, one per digit: in its train split digit d is usually
+# coloured SHORTCUT_COLOURS[d], so the colour word alone names the caption; val and test draw
+# colours uniformly, so there only the image tells the digit.
+SHORTCUT_COLOURS = (*COLOURS, "orange", "black", "white", "pink", "brown")
+DEFAULT_SHORTCUT = 0.9
 TRANSFORMS = ("rotated", "mirrored", "inverted")
 # "plain" is the untransformed image; it is in the composed-retrieval pool but never asked for.
 VARIANTS = ("plain", *TRANSFORMS)

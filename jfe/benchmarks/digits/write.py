@@ -12,7 +12,7 @@ from jfe.atomic import atomic_dir
 from jfe.benchmarks.digits.builders import build_splits
 from jfe.benchmarks.digits.context import BuildContext, Dataset
 from jfe.benchmarks.digits.source import render_digit, transform_digit
-from jfe.benchmarks.digits.tasks import COLOURS, SPLITS, TASKS, TRANSFORMS
+from jfe.benchmarks.digits.tasks import COLOURS, SHORTCUT_COLOURS, SPLITS, TASKS, TRANSFORMS
 from jfe.data.instructions import COLUMNS
 from jfe.data.mbeir import MBeirLayout
 
@@ -35,7 +35,7 @@ def _write_text(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _readme(splits: dict[str, list[Dataset]], seed: int) -> str:
+def _readme(splits: dict[str, list[Dataset]], seed: int, shortcut: float) -> str:
     lines = [
         "# Handwritten digits, M-BEIR layout",
         "",
@@ -60,20 +60,32 @@ def _readme(splits: dict[str, list[Dataset]], seed: int) -> str:
         lines.append(f"| {task.name} | {counts} |")
     lines += [
         "",
-        "Vocabulary: digit names zero..nine; colours " + ", ".join(COLOURS) + "; transforms " + ", ".join(TRANSFORMS),
+        "Vocabulary: digit names zero..nine; colours "
+        + ", ".join(SHORTCUT_COLOURS if shortcut else COLOURS)
+        + "; transforms "
+        + ", ".join(TRANSFORMS),
         "(rotated = 180 degrees, mirrored = left-right flip, inverted = black ink on white).",
         "The train split of digits_t2i has one query per train image, that image listed first among the positives.",
         "",
     ]
+    if shortcut:
+        lines += [
+            f"**Collapse-prone variant** (shortcut {shortcut}): in the train split of digits_it2t, digit d is",
+            f"coloured {SHORTCUT_COLOURS[0]}, {SHORTCUT_COLOURS[1]}, ... (its own colour, the d-th of the list) with",
+            f"probability {shortcut}, so the colour word alone usually names the caption; val and test draw every",
+            "colour for every image, so there only the image tells the digit.",
+            "",
+        ]
     return "\n".join(lines)
 
 
-def _marker(seed: int) -> str:
-    return json.dumps({"builder": BUILDER, "format": FORMAT_VERSION, "seed": seed}) + "\n"
+def _marker(seed: int, shortcut: float) -> str:
+    fields = {"builder": BUILDER, "format": FORMAT_VERSION, "seed": seed}
+    return json.dumps(fields | ({"shortcut": shortcut} if shortcut else {})) + "\n"
 
 
-def _write_benchmark(root: Path, seed: int) -> None:
-    ctx = BuildContext(seed)
+def _write_benchmark(root: Path, seed: int, shortcut: float) -> None:
+    ctx = BuildContext(seed, shortcut)
     splits = build_splits(ctx)
     layout = MBeirLayout(root)
     for split, datasets in splits.items():
@@ -92,13 +104,16 @@ def _write_benchmark(root: Path, seed: int) -> None:
     rows = ["\t".join((*COLUMNS, "prompt_1", "prompt_2", "prompt_3", "prompt_4"))]
     rows += ["\t".join((t.query_modality, t.cand_modality, t.name, str(t.dataset_id), *t.prompts)) for t in TASKS]
     _write_text(layout.instructions_file, "\n".join(rows) + "\n")
-    _write_text(root / "README.md", _readme(splits, seed))
+    _write_text(root / "README.md", _readme(splits, seed, shortcut))
     # Last, so a folder with the marker is always a whole benchmark.
-    _write_text(root / ".complete", _marker(seed))
+    _write_text(root / ".complete", _marker(seed, shortcut))
 
 
-def build_digits_mbeir(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+def build_digits_mbeir(out_dir: str | os.PathLike, seed: int = 0, shortcut: float = 0.0) -> Path:
     """Build the digits benchmark into ``out_dir`` atomically and return its path.
+
+    ``shortcut`` > 0 builds the collapse-prone variant: digits_it2t's train colours follow the digit
+    with that probability (:data:`~.tasks.SHORTCUT_COLOURS`), its val and test colours do not.
 
     Readers see either the old benchmark or the new one. An existing complete benchmark is replaced;
     any other non-empty folder is left alone (``FileExistsError``), since it is not ours.
@@ -107,14 +122,14 @@ def build_digits_mbeir(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     if out.exists() and not (out / ".complete").is_file() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not a digits benchmark built by jfe; not replacing it")
     with atomic_dir(out) as tmp:
-        _write_benchmark(tmp, seed)
+        _write_benchmark(tmp, seed, shortcut)
     return out
 
 
-def ensure_digits_mbeir(path: str | os.PathLike, seed: int = 0) -> Path:
-    """The benchmark at ``path``, built only if it is missing or was built with another seed or format."""
+def ensure_digits_mbeir(path: str | os.PathLike, seed: int = 0, shortcut: float = 0.0) -> Path:
+    """The benchmark at ``path``, built only if it is missing or was built with other options or format."""
     path = Path(path)
     marker = path / ".complete"
-    if marker.is_file() and marker.read_text(encoding="utf-8") == _marker(seed):
+    if marker.is_file() and marker.read_text(encoding="utf-8") == _marker(seed, shortcut):
         return path
-    return build_digits_mbeir(path, seed=seed)
+    return build_digits_mbeir(path, seed=seed, shortcut=shortcut)
