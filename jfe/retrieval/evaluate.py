@@ -40,6 +40,7 @@ from jfe.retrieval.items import (
     text_style,
 )
 from jfe.retrieval.metrics import to_markdown
+from jfe.retrieval.report import TaskRun, write_report
 from jfe.retrieval.scoring import over_prompts, read_dataset_names, score_mbeir, with_headline
 from jfe.retrieval.search import write_trec_run
 from jfe.retrieval.tables import dims_table, probe_table, save_chart
@@ -94,6 +95,7 @@ def evaluate_mbeir(
     style: TextStyle = UNIIR_STYLE,
     dim: int | None = None,
     multi: bool = False,
+    details: dict[str, TaskRun] | None = None,
 ) -> dict[str, dict[str, float]]:
     """:func:`jfe.retrieval.scoring.score_mbeir`'s table (per (dataset, task) pair, plus ``"average"``) of
     ``embedder`` on one split of an M-BEIR root: what ``jfe eval --run`` prints for the runs it writes
@@ -103,13 +105,15 @@ def evaluate_mbeir(
     dataset id. ``multimodal_only`` scores only the image+text queries (what the modality probe compares).
     ``style`` picks each query's prompt and whether texts get UniIR's ``format_string`` (by default as
     UniIR: a prompt drawn per query, texts formatted). ``dim`` scores the embeddings' first ``dim``
-    components, renormalised (Matryoshka); ``multi`` the token vectors, by exact MeanMaxSim."""
+    components, renormalised (Matryoshka); ``multi`` the token vectors, by exact MeanMaxSim.
+    ``details``, when given, receives each dataset's queries and ranked candidates (for
+    :mod:`jfe.retrieval.report`)."""
     layout = MBeirLayout(Path(root))
     instructions = Instructions.load(layout.instructions_file)
     names = datasets or layout.datasets(split)
     # candidates embed differently with and without UniIR's formatting, so each has its own cache
     work = Path(work_dir) / ("uniir-format" if style.uniir_format else "raw") if work_dir else None
-    shared_index = None
+    shared_index = union = None
     if pool == "global":
         union = CandidatePool.load(layout.global_pool_file(split), layout.root)
         shared_index = _pool_index(
@@ -128,16 +132,20 @@ def evaluate_mbeir(
             if not queries:
                 continue
         if shared_index is None:
-            local = CandidatePool.load(layout.local_pool_file(name, split), layout.root)
+            candidates = CandidatePool.load(layout.local_pool_file(name, split), layout.root)
             index = _pool_index(
-                embedder, local, work / name if work else None, batch_size, num_workers, style, dim, multi
+                embedder, candidates, work / name if work else None, batch_size, num_workers, style, dim, multi
             )
         else:
-            index = shared_index
+            index, candidates = shared_index, union
         items = ablate(query_items(queries, instructions, style), ablate_modality)
         vectors, _ = encode_items(embedder, items, batch_size, num_workers, progress=f"queries {name}", multi=multi)
         scores, dids = index.search(vectors, k)
         qids = [q.id for q in queries]
+        if details is not None:
+            ranked_scores = [[float(x) for x in row[: len(ranked)]] for row, ranked in zip(scores, dids, strict=True)]
+            instructions_used = [it.instruction for it in items]
+            details[name] = TaskRun(queries, instructions_used, [list(r) for r in dids], ranked_scores, candidates)
         if runs_dir is not None:
             task_ids = [q.task_id for q in queries] if run_format == "uniir" else None
             write_trec_run(
@@ -201,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder (end to end) or JSON file (--run) for the results")
     parser.add_argument("--png", action="store_true", help="also save a bar chart of per-task recall")
     parser.add_argument(
+        "--report",
+        metavar="HTML",
+        help="write one self-contained page: sampled queries, their top 5, and (image+text) the positive's "
+        "rank with and without the query image",
+    )
+    parser.add_argument("--report-sample", type=int, default=8, help="queries per task in --report (seeded by --seed)")
+    parser.add_argument(
         "--dims", type=int, nargs="+", help="Matryoshka: also score the embeddings cut to each of these dimensions"
     )
     parser.add_argument("--batch-size", type=int, default=64)
@@ -244,17 +259,21 @@ def main(argv: list[str] | None = None) -> int:
     if common["multi"] and args.dims:
         parser.error("--dims cuts single vectors (Matryoshka): evaluate them with --vectors single")
     style = text_style(args)
+    details: dict[str, TaskRun] | None = {} if args.report else None
     # UniIR's 7 columns: the runs carry their task ids, and jfe eval --run prints this same table for them
     if style.instruction_policy == "all":
         table = evaluate_every_prompt(
             embedder, args.mbeir_root, style, runs_dir=out / "runs", run_format="uniir", **common
         )
         style = replace(style, instruction_policy="first")  # the probe compares one prompt per query
+        if details is not None:  # the report shows one prompt per query, as the probe does
+            evaluate_mbeir(embedder, args.mbeir_root, style=style, details=details, **common)
     else:
         table = evaluate_mbeir(
-            embedder, args.mbeir_root, runs_dir=out / "runs", run_format="uniir", style=style, **common
+            embedder, args.mbeir_root, runs_dir=out / "runs", run_format="uniir", style=style, details=details, **common
         )
     common["style"] = style
+    no_image: dict[str, TaskRun] = {}
     shown = with_headline(table)
     print(to_markdown(shown))
     result = EvalReport(metrics=shown, model=args.model, split=args.split, pool=args.pool)
@@ -262,7 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     result.instructions = {"policy": args.instruction_policy, "seed": args.seed, "uniir_format": args.uniir_format}
     if args.ablate:
         full = evaluate_mbeir(embedder, args.mbeir_root, multimodal_only=True, **common)
-        ablated = evaluate_mbeir(embedder, args.mbeir_root, multimodal_only=True, ablate_modality=args.ablate, **common)
+        ablated = evaluate_mbeir(
+            embedder,
+            args.mbeir_root,
+            multimodal_only=True,
+            ablate_modality=args.ablate,
+            details=no_image if args.ablate == "image" else None,
+            **common,
+        )
         probe = probe_table(full, ablated)
         print(f"\nModality probe: {args.ablate} removed from image+text queries\n" + to_markdown(probe))
         result.probe = {"ablate": args.ablate, "tasks": probe}
@@ -275,5 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     (out / "eval.md").write_text(to_markdown(shown) + "\n")
     if args.png:
         save_chart(table, out / "recall.png", "recall@1")
+    if details is not None:
+        if not no_image:
+            evaluate_mbeir(
+                embedder, args.mbeir_root, multimodal_only=True, ablate_modality="image", details=no_image, **common
+            )
+        title = f"{args.model} on {args.mbeir_root} ({args.split} split, {args.pool} pool)"
+        path = write_report(args.report, details, without_image=no_image, title=title, sample=args.report_sample,
+                            seed=args.seed)  # fmt: skip
+        print(f"report in {path}")
     print(f"results in {out}")
     return 0
