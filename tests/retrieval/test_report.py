@@ -153,7 +153,7 @@ def test_eval_report_from_the_cli_matches_the_runs(tiny_model_dir, mbeir_root, t
     ranks = {}
     for name in page.sections:
         for line in (out / "runs" / f"{name}.trec").read_text().splitlines():
-            qid, _, did, rank, *_ = line.split()
+            qid, _, did, *_ = line.split()
             ranks.setdefault(qid, []).append(did)
     queries = {}
     for name in page.sections:
