@@ -1,5 +1,5 @@
 import sys
 
-from jfe.cli import main
+from jfe.cli import run
 
-sys.exit(main())
+sys.exit(run())

@@ -139,3 +139,4 @@ class DemoResults(Artifact):
     stages: dict[str, dict[str, dict[str, float]]]
     ablation: dict[str, dict[str, dict[str, float]]]
     seconds: float = 0.0
+    schedule: dict = field(default_factory=dict)  # jfe.demo.Schedule.describe(): its name and steps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -10,6 +11,7 @@ from collections.abc import Callable, Sequence
 # so `jfe --help` stays fast and a GPU-only dependency never breaks an unrelated command.
 COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "run the built-in CPU demo end to end", "jfe.demo:main"),
+    ("reproduce", "the seeds' claims on the digits benchmark: fusion, stages, MiMIC, collapse", "jfe.reproduce:main"),
     ("train", "train stage 1 or 2 from a YAML recipe", "jfe.train.__main__:main"),
     ("encode", "embed a pool or query file into resumable shards", "jfe.retrieval.encode:main"),
     ("index", "build a FAISS index from embedding shards", "jfe.retrieval.commands:index_main"),
@@ -42,5 +44,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     return command(rest) or 0
 
 
+def one_line(err: BaseException) -> str:
+    """The error as one line: its message (or its type when it has none), newlines folded."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, KeyError) and len(err.args) == 1:  # str(KeyError) quotes its message
+        text = " ".join(str(err.args[0]).split())
+    return text
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """The ``jfe`` console command: :func:`main`, with any failure printed as one line,
+    ``jfe <command>: error: <what, where>``, and exit status 1. ``--debug`` anywhere on the command
+    line (or ``JFE_DEBUG=1``) lets the exception and its traceback through instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("JFE_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return main(argv)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:
+        if debug:
+            raise
+        command = argv[0] if argv else ""
+        print(f"jfe {command}: error: {one_line(err)} (--debug shows where)", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -139,6 +139,9 @@ def test_stage2_hits_equal_ranx_on_the_runs_left(demo):
 def test_printed_table_is_results_json(demo):
     out, _, printed = demo
     results = DemoResults.read(out)
+    # the table says which schedule it measured: steps overridden make a "custom" one
+    assert results.schedule == {"name": "custom", "stage1_steps": 5, "stage2_steps": 4, "stage2": []}
+    assert f"results: custom schedule ({STAGE1_STEPS} + {STAGE2_STEPS} steps;" in printed
     rows = {}
     for line in printed.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from jfe.fingerprint import items_fingerprint, model_fingerprint
 from jfe.formatting import EmbedInput
 from jfe.inputs import BadInputError, load_image
 from jfe.matryoshka import truncate
@@ -141,29 +142,46 @@ def encode_to_shards(
     model_name: str | None = None,
     dim: int | None = None,
     multi: bool = False,
+    options: dict | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Encode the chosen shards of ``items`` (all by default), skipping complete ones. ``dim`` keeps
     each embedding's first components, renormalised (Matryoshka). ``multi`` writes each item's
-    token vectors (:mod:`jfe.retrieval.multi_shards`)."""
+    token vectors (:mod:`jfe.retrieval.multi_shards`).
+
+    A complete shard is reused only when its fingerprint matches this run's: the model's content
+    (``model_name``'s folder), the shard's items (ids, texts, images, instructions, in order), and
+    the options that change vectors (kind, width, dtype, plus ``options``; never the batch size).
+    Otherwise it is an error naming what differs, or with ``overwrite`` the shard is re-encoded."""
     if multi and dim:
         raise ValueError("--dim cuts single vectors (Matryoshka); token vectors keep their width")
     written = []
     kind = "multi" if multi else "single"
     width = embedder.config.multi_dim if multi else dim or embedder.dimension
+    model_fp = model_fingerprint(model_name) if model_name else None
+    run_options = {"vectors": kind, "dim": width, "dtype": dtype, **(options or {})}
     for index in shards if shards is not None else range(num_shards):
         folder = shard_dir(out, index, num_shards)
-        if is_complete(folder):
+        rows = shard_slice(len(items), index, num_shards)
+        part = [items[i] for i in rows]
+        fingerprint = {
+            "model": model_fp,
+            "items": items_fingerprint((it.id, it.text, it.image, it.instruction) for it in part),
+            "range": [rows.start, rows.stop],
+            "options": run_options,
+        }
+        if is_complete(folder) and not overwrite:
             meta = read_meta(folder)
             found = (meta.get("kind", "single"), meta["dim"])
             if found != (kind, width):
                 raise ValueError(
                     f"{folder}: complete shard of {found[0]} vectors of dimension {found[1]}, "
-                    f"this run writes {kind} vectors of dimension {width}"
+                    f"this run writes {kind} vectors of dimension {width} (--overwrite re-encodes it)"
                 )
+            check_fingerprint(folder, meta.get("fingerprint"), fingerprint)
             logger.info("shard %s is complete: skipped", folder.name)
             written.append(folder)
             continue
-        part = [items[i] for i in shard_slice(len(items), index, num_shards)]
         vecs, ok = encode_items(
             embedder, part, batch_size, num_workers, skip_bad, progress=f"shard {index + 1}/{num_shards}", multi=multi
         )
@@ -172,11 +190,35 @@ def encode_to_shards(
         ids = [item.id for item, good in zip(part, ok, strict=True) if good]
         if multi:
             kept = [v.astype(dtype) for v, good in zip(vecs, ok, strict=True) if good]
-            write_multi_shard(folder, ids, kept, model=model_name, dim=width)
+            write_multi_shard(folder, ids, kept, model=model_name, dim=width, fingerprint=fingerprint)
         else:
-            write_shard(folder, ids, truncate(vecs, dim)[ok].astype(dtype), model=model_name)
+            write_shard(folder, ids, truncate(vecs, dim)[ok].astype(dtype), model=model_name, fingerprint=fingerprint)
         written.append(folder)
     return written
+
+
+def check_fingerprint(folder: Path, found: dict | None, expected: dict) -> None:
+    """Refuse to reuse a complete shard made by another model, from other items or with other options."""
+    advice = "--overwrite re-encodes it, or choose another --out"
+    if not found:
+        raise ValueError(f"{folder}: complete shard without a fingerprint (written by an older jfe): {advice}")
+    if found.get("model") != expected["model"]:
+        raise ValueError(
+            f"{folder}: complete shard made by another model (fingerprint {found.get('model')}, "
+            f"this model's {expected['model']}): {advice}"
+        )
+    if found.get("range") != expected["range"] or found.get("items") != expected["items"]:
+        raise ValueError(
+            f"{folder}: complete shard of other items (items {found.get('range')}, fingerprint "
+            f"{found.get('items')}; this run's {expected['range']}, {expected['items']}): the data or its "
+            f"order changed: {advice}"
+        )
+    if found.get("options") != expected["options"]:
+        old, new = found.get("options") or {}, expected["options"]
+        changed = ", ".join(
+            f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+        )
+        raise ValueError(f"{folder}: complete shard encoded with other options ({changed}): {advice}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder for shard-*-of-* subfolders")
     parser.add_argument("--images-root", help="folder image paths are relative to (default: as written)")
     parser.add_argument("--instruction-file", help="M-BEIR query_instructions.tsv (for query files)")
-    parser.add_argument("--shard", type=int, help="encode only this shard (0-based); default: all, in turn")
+    parser.add_argument(
+        "--shard",
+        type=int,
+        help="encode only this shard (0-based); default: this rank's share under torchrun, deepspeed or srun "
+        "(RANK/WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS), else all in turn",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="re-encode complete shards instead of reusing them")
     parser.add_argument("--num-shards", type=int, help="number of shards (default: one per 100,000 items)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
@@ -214,22 +262,27 @@ def main(argv: list[str] | None = None) -> int:
     from jfe.embedder import Embedder
 
     items = read_items(args.data, args.images_root, args.instruction_file, text_style(args))
-    num_shards = args.num_shards or default_num_shards(len(items))
+    rank, world = launcher_rank()
+    num_shards = args.num_shards or max(default_num_shards(len(items)), world)
     if args.shard is not None and not 0 <= args.shard < num_shards:
         parser.error(f"--shard {args.shard} is outside 0..{num_shards - 1}")
+    shards = [args.shard] if args.shard is not None else rank_shards(num_shards, rank, world)
+    device = launcher_device()
     if args.engine == "vllm":
         from jfe.serving.vllm import VllmEmbedder
 
         embedder = VllmEmbedder(args.model, dtype=args.model_dtype, **model_kwargs(args))
     else:
-        embedder = Embedder.from_pretrained(args.model, dtype=args.model_dtype, **model_kwargs(args))
+        embedder = Embedder.from_pretrained(args.model, dtype=args.model_dtype, device=device, **model_kwargs(args))
     multi = wants_multi(embedder, args.vectors)
+    # what changes the vectors besides the model, its items and the kind, width and dtype
+    options = {"engine": args.engine, **model_kwargs(args)}
     folders = encode_to_shards(
         embedder,
         items,
         args.out,
         num_shards,
-        shards=None if args.shard is None else [args.shard],
+        shards=shards,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         dtype=args.dtype,
@@ -237,6 +290,37 @@ def main(argv: list[str] | None = None) -> int:
         model_name=str(args.model),
         dim=args.dim,
         multi=multi,
+        options=options,
+        overwrite=args.overwrite,
     )
-    print(f"{len(items)} items, {len(folders)} shard(s) complete under {args.out}")
+    who = f"rank {rank} of {world}: " if world > 1 else ""
+    print(f"{who}{len(items)} items, {len(folders)} shard(s) complete under {args.out}")
     return 0
+
+
+def launcher_rank() -> tuple[int, int]:
+    """(rank, world size) as torchrun and deepspeed (RANK, WORLD_SIZE) or Slurm's srun (SLURM_PROCID,
+    SLURM_NTASKS) set them; (0, 1) outside a launcher."""
+    for rank_key, world_key in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if os.environ.get(world_key):
+            rank, world = int(os.environ.get(rank_key, "0")), int(os.environ[world_key])
+            if not 0 <= rank < world:
+                raise ValueError(f"{rank_key}={rank} is outside 0..{world - 1} ({world_key}={world})")
+            return rank, world
+    return 0, 1
+
+
+def rank_shards(num_shards: int, rank: int, world: int) -> list[int]:
+    """The shards rank ``rank`` of ``world`` encodes: every ``world``-th, starting at its rank."""
+    return list(range(rank, num_shards, world))
+
+
+def launcher_device() -> str | None:
+    """Each rank's own GPU (LOCAL_RANK, or SLURM_LOCALID under srun) when CUDA is there; None lets
+    the embedder choose (CPU here)."""
+    import torch
+
+    local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
+    if local is None or not torch.cuda.is_available():
+        return None
+    return f"cuda:{int(local) % torch.cuda.device_count()}"

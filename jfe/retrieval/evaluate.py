@@ -28,6 +28,7 @@ from pathlib import Path
 from jfe.artifacts import EvalReport
 from jfe.data.instructions import Instructions
 from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
+from jfe.fingerprint import model_fingerprint
 from jfe.model_args import add_model_arguments, model_kwargs
 from jfe.retrieval.encode import EncodeItem, add_vectors_argument, encode_items, wants_multi
 from jfe.retrieval.exact import embed_pool
@@ -47,16 +48,6 @@ from jfe.retrieval.tables import dims_table, probe_table, save_chart
 from jfe.retrieval.trec import read_qrels, read_qrels_tasks, read_runs
 
 logger = logging.getLogger(__name__)
-
-
-def model_fingerprint(model_dir: str | os.PathLike) -> str:
-    """Changes whenever the weights in ``model_dir`` change, so cached pool embeddings of an older
-    model saved at the same path are never reused."""
-    import hashlib
-
-    folder = Path(model_dir)
-    parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.glob("*.safetensors"))]
-    return hashlib.sha1("|".join(parts or [str(folder.resolve())]).encode()).hexdigest()[:12]
 
 
 def ablate(items: list[EncodeItem], modality: str | None) -> list[EncodeItem]:

@@ -126,6 +126,7 @@ def write_multi_shard(
     vectors: Sequence[np.ndarray],
     model: str | None = None,
     dim: int | None = None,
+    fingerprint: dict | None = None,
 ) -> Path:
     """Write one multi-vector shard atomically, ``vectors[i]`` (n_i, D) being item ``ids[i]``'s token
     vectors; ``meta.json`` goes last and marks it complete. ``dim`` is needed only for an empty shard.
@@ -143,6 +144,8 @@ def write_multi_shard(
     atomic_write_text(dir / IDS_FILE, "".join(f"{i}\n" for i in ids))
     meta = {"kind": "multi", "count": len(ids), "dim": int(flat.shape[1]), "dtype": flat.dtype.name,
             "tokens": int(flat.shape[0]), "model": model}  # fmt: skip
+    if fingerprint is not None:
+        meta["fingerprint"] = fingerprint
     atomic_write_text(dir / META_FILE, json.dumps(meta, indent=2) + "\n")
     return dir
 

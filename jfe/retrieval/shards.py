@@ -72,8 +72,16 @@ def _check_ids(ids: list[str], where: str) -> None:
         seen.add(i)
 
 
-def write_shard(dir: str | os.PathLike, ids: list[str], embeddings: np.ndarray, model: str | None = None) -> Path:
-    """Write one shard atomically; ``meta.json`` goes last and marks it complete. Returns the shard folder."""
+def write_shard(
+    dir: str | os.PathLike,
+    ids: list[str],
+    embeddings: np.ndarray,
+    model: str | None = None,
+    fingerprint: dict | None = None,
+) -> Path:
+    """Write one shard atomically; ``meta.json`` goes last and marks it complete. ``fingerprint``
+    (what made it: :func:`jfe.retrieval.encode.encode_to_shards`) is kept in the meta. Returns the
+    shard folder."""
     dir = Path(dir)
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 2:
@@ -97,6 +105,8 @@ def write_shard(dir: str | os.PathLike, ids: list[str], embeddings: np.ndarray, 
         "dtype": str(embeddings.dtype),
         "model": model,
     }
+    if fingerprint is not None:
+        meta["fingerprint"] = fingerprint
     atomic_write_text(dir / META_FILE, json.dumps(meta, indent=2) + "\n")
     return dir
 

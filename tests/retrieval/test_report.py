@@ -79,9 +79,7 @@ def images(tmp_path):
 
 def _runs(images):
     pool = {f"d{i}": Record(f"d{i}", None if i % 2 else f"caption <{i}>", images[i % 4], "image") for i in range(8)}
-    queries = [
-        Query(f"q{i}", "rotated & <b>", images[i % 4], "image,text", positives=(f"d{i}",)) for i in range(12)
-    ]
+    queries = [Query(f"q{i}", "rotated & <b>", images[i % 4], "image,text", positives=(f"d{i}",)) for i in range(12)]
     ranked = [[f"d{(i + j) % 8}" for j in range(8)] for i in range(12)]  # q_i's positive d_(i%8) is first
     ranked[3] = ["d1", "d2", "d3", "d4", "d5", "d6"]  # d3 at rank 3
     ranked[5] = ["d0", "d1"]  # positive d5 not retrieved

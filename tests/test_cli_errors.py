@@ -1,0 +1,52 @@
+"""The ``jfe`` command prints a failure as one line naming what and where; ``--debug`` and
+``JFE_DEBUG=1`` show the traceback instead."""
+
+import subprocess
+import sys
+
+import pytest
+
+from jfe.cli import one_line, run
+
+
+def _missing_run(tmp_path):
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("1:1 0 1:10 1 0\n")
+    return ["eval", "--run", str(tmp_path / "missing.trec"), "--qrels", str(qrels)]
+
+
+def test_a_failure_is_one_line_naming_the_file(tmp_path, capsys):
+    assert run(_missing_run(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("jfe eval: error: ")
+    assert "missing.trec" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_lets_the_traceback_through(tmp_path, monkeypatch, how):
+    args = _missing_run(tmp_path)
+    if how == "flag":
+        args.append("--debug")
+    else:
+        monkeypatch.setenv("JFE_DEBUG", "1")
+    with pytest.raises(OSError, match=r"missing\.trec"):
+        run(args)
+
+
+def test_one_line_folds_newlines_and_unquotes_key_errors():
+    assert one_line(ValueError("first\n  second")) == "first second"
+    assert one_line(KeyError("did '9:1' is not in the pool")) == "did '9:1' is not in the pool"
+    assert one_line(RuntimeError()) == "RuntimeError"
+
+
+def test_the_console_command_exits_non_zero_with_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "jfe", "index", "--embeddings", str(tmp_path / "nowhere"), "--out", str(tmp_path / "i")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("jfe index: error: ") and "nowhere" in lines[-1]
+    assert not any("Traceback" in line for line in lines)
