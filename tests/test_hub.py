@@ -66,3 +66,44 @@ def test_offline_mode_is_reported_before_any_call(exported, monkeypatch):
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE=1"):
         push(exported, "org/tiny", api=api)
     assert api.calls == []
+
+
+def test_only_what_export_writes_is_uploaded(exported, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from jfe.cli import main
+
+    folder = shutil.copytree(exported, tmp_path / "model")
+    strays = {".env": "HF_TOKEN=hf_secret", "token": "hf_secret", ".huggingface/token": "hf_secret",
+              "checkpoint-5/optimizer.pt": "x", "checkpoint-5/model.safetensors": "x", "notes.txt": "mine",
+              "training_args.bin": "x", "1_Pooling/scratch.json": "{}", "sub/model.safetensors": "x"}  # fmt: skip
+    for name, text in strays.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    api = RecordingApi()
+    plan = push(folder, "org/tiny", api=api)
+    exported_files = sorted(p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file())
+    assert plan["files"] == exported_files
+    assert sorted(plan["left_out"]) == sorted(strays)
+    assert api.calls[-1][1]["allow_patterns"] == exported_files
+    # asked for, a checkpoint goes too; the dry run says what stays home
+    plan = push(folder, "org/tiny", dry_run=True, include=("checkpoint-5/*",))
+    assert {"checkpoint-5/optimizer.pt", "checkpoint-5/model.safetensors"} <= set(plan["files"])
+    assert main(["push", "--model", str(folder), "--repo-id", "org/tiny", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "left out (9, not written by jfe export" in out and "hf_secret" not in out
+
+
+def test_token_vector_exports_upload_whole(tiny_model_dir, tmp_path):
+    import dataclasses
+
+    from jfe.hub import upload_list
+
+    base = Embedder.from_pretrained(tiny_model_dir, dtype="float32", device="cpu")
+    for kind in ("multi", "both"):
+        config = dataclasses.replace(base.config, embedding=kind, multi_dim=16)
+        out = Embedder(base.model, base.processor, config).save(tmp_path / kind)
+        write_model_card(out)
+        chosen, left = upload_list(out)
+        assert left == [] and any(name.startswith("multi_vector_head/") for name in chosen)
