@@ -50,3 +50,23 @@ def test_the_console_command_exits_non_zero_with_one_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("jfe index: error: ") and "nowhere" in lines[-1]
     assert not any("Traceback" in line for line in lines)
+
+
+def test_a_training_folder_as_model_names_the_folder_to_use(tiny_model_dir, mbeir_root, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "runs" / "s1"
+    (run_dir / "checkpoint-20").mkdir(parents=True)
+    (run_dir / "checkpoint-100").mkdir()
+    pool = mbeir_root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl"
+    args = ["encode", "--model", str(run_dir), "--data", str(pool), "--out", str(tmp_path / "e")]
+    assert run(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{run_dir} is a training output folder without a final model yet" in err
+    assert f"jfe export --model {run_dir / 'checkpoint-100'}" in err
+    shutil.copytree(tiny_model_dir, run_dir / "final")
+    assert run(args) == 1
+    assert f"use {run_dir / 'final'} (its merged model)" in capsys.readouterr().err
+    assert run(["encode", "--model", str(tmp_path), "--data", str(pool), "--out", str(tmp_path / "e")]) == 1
+    assert "is not a model folder: no config.json" in capsys.readouterr().err

@@ -94,12 +94,31 @@ def get(model_type: str, where: str | None = None) -> Backbone:
     return _REGISTRY[model_type]
 
 
+def not_a_model(folder: Path) -> str:
+    """Why ``folder`` (no config.json) is no model, and which folder to use instead."""
+    if (folder / "final" / "config.json").is_file():
+        return f"{folder} is a training output folder, not a model: use {folder / 'final'} (its merged model)"
+    steps = sorted(
+        (int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()
+    )
+    if steps:
+        newest = steps[-1][1]
+        return (
+            f"{folder} is a training output folder without a final model yet: export a checkpoint first, "
+            f"e.g. jfe export --model {newest} --out {folder}-export"
+        )
+    return (
+        f"{folder} is not a model folder: no config.json (expected a jfe export, a training run's final/ "
+        "or a Qwen2-VL, Qwen2.5-VL or Qwen3-VL checkpoint)"
+    )
+
+
 def backbone_for(model_or_config: Any) -> Backbone:
     """The family of a model, a config, or a checkpoint folder."""
     if isinstance(model_or_config, (str, os.PathLike)):
         path = Path(model_or_config) / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found (not a checkpoint folder)")
+            raise FileNotFoundError(not_a_model(Path(model_or_config)))
         return get(json.loads(path.read_text()).get("model_type", "?"), str(path))
     config = getattr(model_or_config, "config", model_or_config)
     return get(getattr(config, "model_type", "?"))
