@@ -63,10 +63,15 @@ EMBEDDING_CHAT_TEMPLATE = (
 
 @dataclass
 class EmbedInput:
-    """One thing to embed: text, an image, or both (never neither)."""
+    """One thing to embed: text, an image, or both (never neither: an empty text and no image
+    would embed only the prompt, the same vector for every such item)."""
 
     text: str | None = None
     image: Image.Image | None = None
+
+    def __post_init__(self) -> None:
+        if not self.text and self.image is None:
+            raise ValueError("an input needs a text or an image; this one has neither (an empty text and no image)")
 
 
 def build_messages(item: EmbedInput, instruction: str | None = None) -> list[dict]:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from jfe.data.jsonl import DataFormatError, line_of_row, load_jsonl, read_jsonl
 
@@ -95,10 +97,34 @@ class Query(Record):
         return TASK_MODALITIES.get(self.task_id, (None, None))[1] if self.task_id is not None else None
 
 
-def _resolve(images_root: Path | None, rel: str | None) -> str | None:
+MODALITIES = ("text", "image", "image,text")
+# Set to 1 to let an image path leave its images root ("../x.png", "/abs/x.png"); refused by default,
+# so that a data file cannot make a job read, embed or upload arbitrary files.
+OUTSIDE_ROOT_ENV = "JFE_ALLOW_IMAGES_OUTSIDE_ROOT"
+
+
+def _resolve(images_root: Path | None, rel: str | None, where: Callable[[], str] | None = None) -> str | None:
+    """``rel`` under ``images_root``; a path that leaves the root is an error (``where()`` names
+    the file and line) unless :data:`OUTSIDE_ROOT_ENV` allows it."""
     if not rel:
         return None
-    return os.fspath(images_root / rel) if images_root is not None else rel
+    if images_root is None:
+        return rel
+    joined = os.path.normpath(os.path.join(images_root, rel))
+    root = os.path.normpath(images_root)
+    inside = joined == root or joined.startswith(root.rstrip(os.sep) + os.sep)
+    if not inside and os.environ.get(OUTSIDE_ROOT_ENV, "") in ("", "0"):
+        place = f"{where()}: " if where else ""
+        raise DataFormatError(
+            f"{place}image path {rel!r} leaves the images root {images_root}; set {OUTSIDE_ROOT_ENV}=1 to allow it"
+        )
+    return joined
+
+
+def check_modality(value: object, field: str, where: Callable[[], str]) -> None:
+    if value not in MODALITIES:
+        allowed = ", ".join(repr(m) for m in MODALITIES)
+        raise DataFormatError(f"{where()}: {field} {value!r} is not one of {allowed}")
 
 
 class CandidatePool:
@@ -116,6 +142,26 @@ class CandidatePool:
             raise DataFormatError(f"{path}:{line_of_row(path, second)}: duplicate did {dup!r}")
         if "" in self._row:
             raise DataFormatError(f"{path}:{line_of_row(path, self._row[''])}: empty did")
+        if not dids:
+            raise DataFormatError(f"{path}: the candidate pool is empty")
+        self._check_rows(table, dids)
+
+    def _check_rows(self, table: datasets.Dataset, dids: list[str]) -> None:
+        """Every row names a known modality and holds a text or an image (column-wise: fast on millions)."""
+        data = table.data
+        modality = data.column("modality")
+        bad = pc.invert(pc.fill_null(pc.is_in(modality, value_set=pa.array(MODALITIES)), False))
+        if pc.any(bad).as_py():
+            row = pc.index(bad, True).as_py()
+            check_modality(modality[row].as_py(), f"did {dids[row]!r}: modality", self._where(row))
+        empty = [pc.fill_null(pc.equal(pc.utf8_length(data.column(c)), 0), True) for c in ("txt", "img_path")]
+        neither = pc.and_(*empty)
+        if pc.any(neither).as_py():
+            row = pc.index(neither, True).as_py()
+            raise DataFormatError(f"{self._where(row)()}: candidate {dids[row]!r} has neither text nor an image")
+
+    def _where(self, row: int) -> Callable[[], str]:
+        return lambda: f"{self.path}:{line_of_row(self.path, row)}"
 
     @classmethod
     def load(cls, path: str | os.PathLike, images_root: str | os.PathLike | None = None) -> CandidatePool:
@@ -133,7 +179,8 @@ class CandidatePool:
             row = self.table[self._row[did]]
         except KeyError:
             raise KeyError(f"did {did!r} is not in the candidate pool {self.path}") from None
-        return Record(did, row["txt"] or None, _resolve(self.images_root, row["img_path"]), row["modality"])
+        image = _resolve(self.images_root, row["img_path"], self._where(self._row[did]))
+        return Record(did, row["txt"] or None, image, row["modality"])
 
     def records(self) -> list[Record]:
         return [self[did] for did in self._row]
@@ -168,8 +215,13 @@ def load_queries(
         if not qid or (qid in seen and not allow_duplicate_ids):
             raise DataFormatError(f"{path}:{line_of_row(path, i)}: {'duplicate' if qid else 'empty'} qid {qid!r}")
         seen.add(qid)
+
+        def where(i: int = i) -> str:
+            return f"{path}:{line_of_row(path, i)}"
+
         if not text and not image:
-            raise DataFormatError(f"{path}:{line_of_row(path, i)}: query {qid} has neither text nor image")
+            raise DataFormatError(f"{where()}: query {qid} has neither text nor image")
+        check_modality(modality, f"query {qid}: query_modality", where)
         if not all(positives):
             raise DataFormatError(
                 f"{path}:{line_of_row(path, i)}: pos_cand_list of query {qid} holds a null or empty id"
@@ -178,7 +230,7 @@ def load_queries(
             Query(
                 id=qid,
                 text=text or None,
-                image=_resolve(root, image),
+                image=_resolve(root, image, where),
                 modality=modality,
                 positives=tuple(positives),
                 negatives=tuple(d for d in negatives if d),  # a null negative names nothing to draw

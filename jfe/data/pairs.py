@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from jfe.data.jsonl import DataFormatError, line_of_row, read_jsonl
-from jfe.data.mbeir import Query, Record, dataset_id_of
+from jfe.data.mbeir import Query, Record, _resolve, dataset_id_of
 
 # Fixed types, as for M-BEIR (jfe.data.mbeir): an optional field first set late in a large file
 # reads like any other, and fields not named here are ignored.
@@ -67,23 +67,30 @@ class _RowError(ValueError):
     """A problem inside one record; turned into ``file:line`` by :func:`load_pairs`."""
 
 
-def _item(obj, where: str, root: Path | None) -> tuple[str | None, str | None]:
+def _item(obj, where: str, root: Path | None, confine: bool = False) -> tuple[str | None, str | None]:
     if not isinstance(obj, dict):
         raise _RowError(f"{where} must be an object with 'text' and/or 'image'")
     text, image = obj.get("text") or None, obj.get("image") or None
     if text is None and image is None:
         raise _RowError(f"{where} has neither text nor image")
     if image is not None and root is not None:
+        if confine:
+            try:
+                _resolve(root, image)  # refuses a path that leaves the images root
+            except DataFormatError as err:
+                raise _RowError(f"{where}: {err}") from None
         image = os.fspath(root / image)
     return text, image
 
 
-def _candidates(items, key: str, task: str, root: Path | None, pool: dict[str, Record]) -> tuple[str, ...]:
+def _candidates(
+    items, key: str, task: str, root: Path | None, pool: dict[str, Record], confine: bool = False
+) -> tuple[str, ...]:
     if items is None:
         return ()
     ids = []
     for j, cand in enumerate(items):
-        text, image = _item(cand, f"{key}[{j}]", root)
+        text, image = _item(cand, f"{key}[{j}]", root, confine)
         digest = hashlib.sha1(f"{text}\0{image}".encode()).hexdigest()[:16]
         did = f"{task}:{digest}"
         pool.setdefault(did, Record(did, text, image, _modality(text, image)))
@@ -91,10 +98,12 @@ def _candidates(items, key: str, task: str, root: Path | None, pool: dict[str, R
     return tuple(ids)
 
 
-def _query(row: dict, row_index: int, default_task: str, root: Path | None, pool: dict[str, Record]) -> Query:
+def _query(
+    row: dict, row_index: int, default_task: str, root: Path | None, pool: dict[str, Record], confine: bool = False
+) -> Query:
     task = row.get("task") or default_task
-    text, image = _item(row["query"], "query", root)
-    positives = _candidates(row["pos"], "pos", task, root, pool)
+    text, image = _item(row["query"], "query", root, confine)
+    positives = _candidates(row["pos"], "pos", task, root, pool, confine)
     if not positives:
         raise _RowError("'pos' needs at least one candidate")
     return Query(
@@ -103,7 +112,7 @@ def _query(row: dict, row_index: int, default_task: str, root: Path | None, pool
         image=image,
         modality=_modality(text, image),
         positives=positives,
-        negatives=_candidates(row.get("neg"), "neg", task, root, pool),
+        negatives=_candidates(row.get("neg"), "neg", task, root, pool, confine),
         dataset=task,
         instruction=row.get("instruction") or None,
     )
@@ -114,7 +123,9 @@ def load_pairs(
 ) -> tuple[list[Query], InMemoryPool]:
     """Queries (with positives/negatives as candidate ids) and the pool of every candidate.
 
-    Image paths are relative to ``images_root`` (default: the file's folder)."""
+    Image paths are relative to ``images_root`` (default: the file's folder). Given an
+    ``images_root``, a path that leaves it is an error (the author of a pair file next to its
+    images may point anywhere, "../images/x.png" included)."""
     path = Path(path)
     root = Path(images_root) if images_root else path.parent
     table = read_jsonl(path, PAIR_SCHEMA, ("query", "pos"))
@@ -122,7 +133,7 @@ def load_pairs(
     queries = []
     for row_index, row in enumerate(table.to_pylist()):
         try:
-            queries.append(_query(row, row_index, path.stem, root, pool))
+            queries.append(_query(row, row_index, path.stem, root, pool, confine=images_root is not None))
         except _RowError as err:
             raise DataFormatError(f"{path}:{line_of_row(path, row_index)}: {err}") from None
     return queries, InMemoryPool(pool)

@@ -161,6 +161,24 @@ def evaluate_mbeir(
     return score_mbeir(run, qrels, tasks, dataset_names, strict=True)
 
 
+def query_coverage(run: dict, qrels: dict, run_files: list[str], qrels_files: list[str]) -> str:
+    """One line on how the run's queries meet the qrels'; an error when they share none (the wrong
+    qrels file, or ids of another format), a warning when some qrels queries have no ranking."""
+    shared = run.keys() & qrels.keys()
+    if not shared:
+        example = f" (run ids like {next(iter(run))!r}, qrels ids like {next(iter(qrels))!r})" if run and qrels else ""
+        raise ValueError(
+            f"the run ({', '.join(run_files)}) and the qrels ({', '.join(qrels_files)}) share no query id{example}"
+        )
+    unranked, unjudged = len(qrels.keys() - run.keys()), len(run.keys() - qrels.keys())
+    if unranked:
+        logger.warning("%d of the %d qrels queries have no ranking in the run: each scores 0", unranked, len(qrels))
+    return (
+        f"queries: {len(shared)} scored; {unranked} in the qrels but not the run (scored 0); "
+        f"{unjudged} in the run but not the qrels (ignored)"
+    )
+
+
 def evaluate_every_prompt(embedder, root: str | os.PathLike, style: TextStyle, **kwargs) -> dict[str, dict[str, float]]:
     """Policy ``all``: the table of each prompt in turn (queries with fewer prompts cycle through
     theirs), reported as the mean over prompts with each metric's spread (max - min) beside it."""
@@ -225,8 +243,11 @@ def main(argv: list[str] | None = None) -> int:
             qrels.update(read_qrels(path))
             tasks.update(read_qrels_tasks(path))
         names = read_dataset_names(args.instruction_file) if args.instruction_file else None
-        shown = with_headline(score_mbeir(read_runs(args.run), qrels, tasks, names))
+        run = read_runs(args.run)
+        coverage = query_coverage(run, qrels, args.run, args.qrels)
+        shown = with_headline(score_mbeir(run, qrels, tasks, names))
         print(to_markdown(shown))
+        print(coverage)
         if args.out:
             Path(args.out).write_text(json.dumps(shown, indent=2))
         return 0

@@ -159,7 +159,25 @@ def test_end_to_end_table_is_what_eval_run_prints_for_its_runs(embedder, mbeir_r
                  "--instruction-file", str(mbeir_root / "instructions/query_instructions.tsv"),
                  "--out", str(tmp_path / "eval.json")]) == 0  # fmt: skip
     assert json.loads((tmp_path / "eval.json").read_text()) == with_headline(table)
-    assert capsys.readouterr().out == to_markdown(with_headline(table)) + "\n"
+    n = len({line.split()[0] for n in names for line in (mbeir_root / f"qrels/test/mbeir_{n}_test_qrels.txt").open()})
+    queries = f"queries: {n} scored; 0 in the qrels but not the run (scored 0); 0 in the run but not the qrels"
+    queries += " (ignored)"
+    assert capsys.readouterr().out == to_markdown(with_headline(table)) + "\n" + queries + "\n"
+
+
+def test_eval_run_counts_unmatched_queries_and_refuses_disjoint_qrels(tmp_path, capsys, caplog):
+    from jfe.retrieval.evaluate import main
+
+    run, qrels, other = tmp_path / "run.trec", tmp_path / "qrels.txt", tmp_path / "other_qrels.txt"
+    run.write_text("1:1 Q0 1:10 1 0.9 r\n1:2 Q0 1:10 1 0.8 r\n9:9 Q0 1:10 1 0.7 r\n")
+    qrels.write_text("1:1 0 1:10 1 0\n1:2 0 1:11 1 0\n1:3 0 1:10 1 0\n")
+    assert main(["--run", str(run), "--qrels", str(qrels)]) == 0
+    out = capsys.readouterr().out
+    assert "queries: 2 scored; 1 in the qrels but not the run (scored 0); 1 in the run but not the qrels" in out
+    assert "1 of the 3 qrels queries have no ranking in the run" in caplog.text
+    other.write_text("5:1 0 5:10 1 0\n")
+    with pytest.raises(ValueError, match=r"run\.trec\) and the qrels \(.*other_qrels\.txt\) share no query id"):
+        main(["--run", str(run), "--qrels", str(other)])
 
 
 def test_evaluate_mbeir_scores_are_cosines_with_the_first_instruction(embedder, mbeir_root, tmp_path):
