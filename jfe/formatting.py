@@ -106,6 +106,15 @@ def cut_texts(processor: Any, texts: Sequence[str | None], max_text_tokens: int)
     return out
 
 
+def count_cut(processor: Any, texts: Sequence[str | None], max_text_tokens: int) -> int:
+    """How many of ``texts`` :func:`cut_texts` cuts (only texts longer in bytes are tokenised)."""
+    longer = [text for text in texts if text and len(text.encode("utf-8")) > max_text_tokens]
+    if not longer:
+        return 0
+    tokenizer = getattr(processor, "tokenizer", processor)
+    return sum(len(row) > max_text_tokens for row in tokenizer(longer, add_special_tokens=False)["input_ids"])
+
+
 def render(processor, items: list[EmbedInput], instructions: list[str | None], max_text_tokens: int) -> list[str]:
     """Prompt strings for a batch (image placeholders not yet expanded)."""
     if not items:

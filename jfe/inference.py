@@ -9,6 +9,7 @@ batch-independent, so neither the order nor the batching changes any embedding.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,9 +17,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from jfe.formatting import EmbedInput
+from jfe.formatting import EmbedInput, count_cut
 from jfe.fusion import combine_numpy, split_parts
 from jfe.lengths import collated_by_length
+
+logger = logging.getLogger(__name__)
 
 # One row of a window: (position in the output, the input or None if it could not be read, instruction).
 Row = tuple[int, EmbedInput | None, str | None]
@@ -40,15 +43,17 @@ def embed_windows(
     late = embedder.config.fusion == "late"
     fused = np.zeros(total, dtype=bool)  # late fusion: rows whose two parts are summed
     bar = tqdm(total=total, desc=progress, disable=progress is None, unit="item")
+    max_text = embedder.config.max_text_tokens
+    cut = [0]  # texts over max_text_tokens, reported once at the end
 
     def batches() -> Iterator[tuple[list[int], object]]:
-        max_text = embedder.config.max_text_tokens
         for window in windows:
             good = [(pos, x, instruction) for pos, x, instruction in window if x is not None]
             bar.update(len(window) - len(good))
             if not good:
                 continue
             rows, instructions = [x for _, x, _ in good], [t for *_, t in good]
+            cut[0] += count_cut(embedder.processor, [x.text for x in rows], max_text)
             positions = [pos for pos, _, _ in good]
             if late:
                 rows, instructions, owner = split_parts(rows, instructions)
@@ -75,4 +80,9 @@ def embed_windows(
             ok[positions] = True
     if late:
         combine_numpy(out, fused)
+    if cut[0]:
+        logger.warning(
+            "%s%d of %d texts were longer than max_text_tokens (%d tokens) and were cut to it (the prompt is kept)",
+            f"{progress}: " if progress else "", cut[0], total, max_text,
+        )  # fmt: skip
     return out, ok

@@ -15,7 +15,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from jfe.atomic import atomic_path, atomic_write_text
@@ -189,10 +189,13 @@ def _read_ids(shard: Path, count: int) -> list[str]:
 
 
 def _load_tensor(path: Path) -> np.ndarray:
-    with safe_open(str(path), framework="numpy") as f:
-        if TENSOR_KEY not in f.keys():  # noqa: SIM118 - safe_open handles are not containers
-            raise ValueError(f"{path}: no tensor named {TENSOR_KEY!r}")
-        return f.get_tensor(TENSOR_KEY)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            if TENSOR_KEY not in f.keys():  # noqa: SIM118 - safe_open handles are not containers
+                raise ValueError(f"{path}: no tensor named {TENSOR_KEY!r}")
+            return f.get_tensor(TENSOR_KEY)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: truncated or damaged safetensors file: {err}") from err
 
 
 def _map_tensor(path: Path) -> np.ndarray:
@@ -213,7 +216,10 @@ def _map_tensor(path: Path) -> np.ndarray:
     if dtype != "F32" or len(shape) != 2:
         return _load_tensor(path)  # float16, or anything odd: safetensors reads it and explains what is wrong
     if end - begin != 4 * shape[0] * shape[1] or 8 + size + end > path.stat().st_size:
-        raise ValueError(f"{path}: tensor {TENSOR_KEY!r} claims bytes {begin}..{end} that the file does not hold")
+        raise ValueError(
+            f"{path}: truncated or damaged: tensor {TENSOR_KEY!r} claims bytes {begin}..{end} "
+            "that the file does not hold"
+        )
     if 0 in shape:
         return np.empty(shape, dtype=np.float32)
     return np.memmap(path, dtype="<f4", mode="r", offset=8 + size + begin, shape=shape).view(np.ndarray)
