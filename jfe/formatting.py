@@ -94,25 +94,29 @@ def cut_texts(processor: Any, texts: Sequence[str | None], max_text_tokens: int)
     Another client of a saved model (sentence-transformers, vLLM) sees the whole text; give it
     ``cut_texts(its_processor_or_tokenizer, texts, max_text_tokens)`` for texts over the limit and
     it embeds them as jfe does (``jfe encode --engine vllm`` does so itself)."""
-    tokenizer = getattr(processor, "tokenizer", processor)
+    ids = _over_limit(processor, texts, max_text_tokens)
+    return [_tokenizer(processor).decode(ids[text][:max_text_tokens]) if text in ids else text for text in texts]
+
+
+def _tokenizer(processor: Any) -> Any:
+    return getattr(processor, "tokenizer", processor)
+
+
+def _over_limit(processor: Any, texts: Sequence[str | None], max_text_tokens: int) -> dict[str, list[int]]:
+    """The token ids of each text of ``texts`` longer than ``max_text_tokens`` tokens."""
     # A byte-level BPE token is at least one byte, so a text of at most max_text_tokens UTF-8 bytes
     # cannot be over the limit: only longer ones are tokenised (most captions never are).
-    longer = [text for text in texts if text and len(text.encode("utf-8")) > max_text_tokens]
-    ids = dict(zip(longer, tokenizer(longer, add_special_tokens=False)["input_ids"] if longer else [], strict=True))
-    out = []
-    for text in texts:
-        row = ids.get(text) if text else None
-        out.append(tokenizer.decode(row[:max_text_tokens]) if row is not None and len(row) > max_text_tokens else text)
-    return out
+    longer = list({text for text in texts if text and len(text.encode("utf-8")) > max_text_tokens})
+    if not longer:
+        return {}
+    rows = _tokenizer(processor)(longer, add_special_tokens=False)["input_ids"]
+    return {text: row for text, row in zip(longer, rows, strict=True) if len(row) > max_text_tokens}
 
 
 def count_cut(processor: Any, texts: Sequence[str | None], max_text_tokens: int) -> int:
-    """How many of ``texts`` :func:`cut_texts` cuts (only texts longer in bytes are tokenised)."""
-    longer = [text for text in texts if text and len(text.encode("utf-8")) > max_text_tokens]
-    if not longer:
-        return 0
-    tokenizer = getattr(processor, "tokenizer", processor)
-    return sum(len(row) > max_text_tokens for row in tokenizer(longer, add_special_tokens=False)["input_ids"])
+    """How many of ``texts`` :func:`cut_texts` cuts."""
+    ids = _over_limit(processor, texts, max_text_tokens)
+    return sum(text in ids for text in texts)
 
 
 def render(processor, items: list[EmbedInput], instructions: list[str | None], max_text_tokens: int) -> list[str]:
