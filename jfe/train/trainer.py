@@ -28,6 +28,7 @@ from jfe.data.sampler import TaskBatchSampler
 from jfe.train.config import TrainConfig, deepspeed_stage
 from jfe.train.finalize import write_final
 from jfe.train.model import ContrastiveModel, load_embedder, training_device
+from jfe.train.shm import release_allreduce_buffer
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,8 @@ def prepare(config: TrainConfig, callbacks: list | None = None) -> PreparedRun:
         sampler_options={"weights": config.task_weights or None, "group_by_length": config.group_by_length},
         callbacks=callbacks,
     )
+    if trainer.is_deepspeed_enabled:
+        release_allreduce_buffer()
     if trainer.is_world_process_zero():
         # lets `jfe export` rebuild a merged model from any checkpoint of this run
         RunStart(config.to_dict(), base_model).write(config.output_dir)
