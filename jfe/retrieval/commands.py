@@ -10,7 +10,7 @@ from pathlib import Path
 from jfe.data.jsonl import json_lines
 from jfe.matryoshka import truncate
 from jfe.model_args import add_model_arguments, model_kwargs
-from jfe.retrieval.index import META_FILE, build_index, load_index, save_index, set_search_params
+from jfe.retrieval.index import IVFDATA_FILE, META_FILE, build_index, load_index, save_index, set_search_params
 from jfe.retrieval.items import add_text_style_arguments, read_items, text_style
 from jfe.retrieval.mine import mine_negatives, write_mined
 from jfe.retrieval.multi_index import (
@@ -21,9 +21,11 @@ from jfe.retrieval.multi_index import (
     search_multi,
 )
 from jfe.retrieval.multi_shards import read_multi_embeddings
+from jfe.retrieval.ondisk import build_on_disk
 from jfe.retrieval.search import merge_topk, search, write_trec_run
-from jfe.retrieval.shards import read_embeddings
+from jfe.retrieval.shards import read_embeddings, single_shards
 from jfe.retrieval.trec import read_qrels, read_run
+from jfe.retrieval.tuning import RecallTarget, tune_index
 
 
 def index_main(argv: list[str] | None = None) -> int:
@@ -39,6 +41,20 @@ def index_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None, help="GPU FAISS when present")
     parser.add_argument(
+        "--on-disk",
+        action="store_true",
+        help="IVF factories: add each shard on its own and merge the inverted lists on disk (index.ivfdata), so "
+        "peak memory is one shard plus the quantizer whatever the pool's size",
+    )
+    parser.add_argument(
+        "--target-recall",
+        type=float,
+        help="measure recall@k against exact search on sampled indexed vectors and store the smallest nprobe "
+        "(IVF) or efSearch (HNSW) reaching it; jfe search uses it unless given --nprobe/--ef-search",
+    )
+    parser.add_argument("--recall-k", type=int, default=10, help="k of --target-recall")
+    parser.add_argument("--recall-queries", type=int, default=1000, help="vectors sampled as --target-recall queries")
+    parser.add_argument(
         "--multi",
         action="store_true",
         help="multi-vector shards (jfe encode of a late-interaction model): a token-level index for candidates, "
@@ -46,18 +62,51 @@ def index_main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.multi:
+        if args.on_disk or args.target_recall:
+            parser.error("--on-disk and --target-recall build single-vector indexes; not with --multi")
         docs = read_multi_embeddings(args.embeddings)
         built = build_multi_index(docs, args.factory or DEFAULT_FACTORY, args.train_size, args.seed, args.gpu)
         save_multi_index(built, args.out)
         print(f"indexed {len(docs.vectors)} token vectors of {len(docs)} items, dim {docs.dim} ({built.factory}) "
               f"into {args.out}")  # fmt: skip
         return 0
+    target = None
+    if args.target_recall is not None:
+        target = RecallTarget(args.target_recall, args.recall_k, args.recall_queries, args.seed)
     args.factory = args.factory or "Flat"
-    ids, vectors = read_embeddings(args.embeddings)
-    index = build_index(vectors, ids, args.factory, train_size=args.train_size, seed=args.seed, use_gpu=args.gpu)
-    save_index(index, ids, args.out, factory=args.factory)
-    print(f"indexed {len(ids)} vectors of dim {vectors.shape[1]} ({args.factory}) into {args.out}")
+    out = Path(args.out)
+    pairs = single_shards(args.embeddings)
+    vectors = None
+    if args.on_disk:
+        meta = build_on_disk(pairs, out, args.factory, args.train_size, args.seed)
+        count, dim = meta["count"], meta["dim"]
+        where = f"{out} (inverted lists on disk: {IVFDATA_FILE})"
+    else:
+        ids, vectors = read_embeddings(args.embeddings)
+        index = build_index(vectors, ids, args.factory, train_size=args.train_size, seed=args.seed, use_gpu=args.gpu)
+        save_index(index, ids, out, factory=args.factory)
+        count, dim, where = len(ids), vectors.shape[1], str(out)
+        del index
+    print(f"indexed {count} vectors of dim {dim} ({args.factory}) into {where}")
+    if target is not None:
+        tuned = tune_index(out, pairs, vectors, target)
+        print(recall_line(tuned))
+        if not tuned["recall"]["reached"]:
+            raise ValueError(
+                f"{recall_line(tuned)}: the index cannot reach recall@{target.k} {target.target} (its codes cap "
+                f"it); it is saved with that setting: use a finer factory (e.g. IVF...,Flat) or a lower target"
+            )
     return 0
+
+
+def recall_line(tuned: dict) -> str:
+    """One line on what ``--target-recall`` measured and picked."""
+    recall, params = tuned["recall"], tuned["search_params"]
+    setting = ", ".join(f"{k} {v}" for k, v in params.items()) or "the index's only setting"
+    return (
+        f"recall@{recall['k']} {recall['measured']:.3f} at {setting} (target {recall['target']}, "
+        f"{recall['queries']} sampled vectors); jfe search uses it unless told otherwise"
+    )
 
 
 def index_kind(folder: str | os.PathLike) -> str:
@@ -79,6 +128,7 @@ def search_indexes(
     ef_search: int | None = None,
     mmap: bool = True,
     depth: int = 100,
+    verify: bool = False,
 ) -> tuple:
     """Top-k over one or several index folders (shards of one corpus), merged by score. Token-vector
     queries (a list of (n_i, d) arrays) search multi-vector indexes: ``depth`` token hits per query
@@ -88,15 +138,24 @@ def search_indexes(
         if isinstance(queries, list):
             results.append(search_multi(load_multi_index(folder, mmap=mmap), queries, k, depth, nprobe))
             continue
-        index, ids, _ = load_index(folder, mmap=mmap)
+        index, ids, meta = load_index(folder, mmap=mmap, verify=verify)
         if index.d != queries.shape[1]:
             raise ValueError(
                 f"{folder}: the index holds {index.d}-d vectors, the queries are {queries.shape[1]}-d "
                 f"(a Matryoshka index needs jfe search --dim {index.d})"
             )
-        set_search_params(index, nprobe=nprobe, ef_search=ef_search)
+        if nprobe is None and ef_search is None:  # what jfe index --target-recall picked, if it did
+            set_search_params(index, **search_params(meta))
+        else:
+            set_search_params(index, nprobe=nprobe, ef_search=ef_search)
         results.append(search(index, ids, queries, k))
     return results[0] if len(results) == 1 else merge_topk(results, k)
+
+
+def search_params(meta: dict) -> dict:
+    """The ``nprobe`` / ``ef_search`` an index's ``index.json`` stores (from ``--target-recall``)."""
+    stored = meta.get("search_params") or {}
+    return {"nprobe": stored.get("nprobe"), "ef_search": stored.get("efSearch")}
 
 
 def query_task_ids(path: str | os.PathLike) -> dict[str, int]:
@@ -126,10 +185,15 @@ def search_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-root")
     parser.add_argument("--instruction-file", help="M-BEIR query_instructions.tsv (prompts per --instruction-policy)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--nprobe", type=int, help="IVF cells visited per query")
+    parser.add_argument(
+        "--nprobe", type=int, help="IVF cells visited per query (default: what jfe index --target-recall stored)"
+    )
     parser.add_argument("--ef-search", type=int, help="HNSW search breadth")
     parser.add_argument(
         "--depth", type=int, default=100, help="multi-vector index: token hits per query vector that give candidates"
+    )
+    parser.add_argument(
+        "--verify", action="store_true", help="check the index files' checksums before searching (reads them once)"
     )
     parser.add_argument("--tag", default="jfe")
     parser.add_argument("--dim", type=int, help="queries cut to D components, renormalised (as the index's shards)")
@@ -164,7 +228,9 @@ def search_main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.index[0]} is a multi-vector index but {args.model} has no multi-vector head")
     vectors, _ = encode_items(embedder, items, args.batch_size, progress="queries", multi=multi)
     vectors = vectors if multi else truncate(vectors, args.dim)
-    scores, dids = search_indexes(args.index, vectors, args.k, args.nprobe, args.ef_search, args.mmap, args.depth)
+    scores, dids = search_indexes(
+        args.index, vectors, args.k, args.nprobe, args.ef_search, args.mmap, args.depth, args.verify
+    )
     write_trec_run(args.out, [item.id for item in items], scores, dids, args.tag, task_ids, args.run_format)
     print(f"wrote top-{args.k} for {len(items)} queries to {args.out}")
     return 0

@@ -17,11 +17,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jfe.atomic import atomic_path, atomic_write_text
+from jfe.checksums import check_files, file_records
 from jfe.retrieval.shards import check_kind
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.txt"
 META_FILE = "index.json"
+# an IVF index built out of core (jfe.retrieval.ondisk) keeps its inverted lists in this file beside it
+IVFDATA_FILE = "index.ivfdata"
 _ADD_CHUNK = 65536
 # how to load each kind of index folder (index.json's "kind"; none means single)
 INDEX_READERS = {
@@ -50,7 +53,10 @@ def _maybe_to_gpu(index: faiss.Index, use_gpu: bool | None) -> faiss.Index:
             warnings.warn("use_gpu=True but FAISS sees no GPU (faiss-cpu build?); staying on CPU", stacklevel=3)
         return index
     try:
-        return faiss.index_cpu_to_all_gpus(index)
+        options = faiss.GpuMultipleClonerOptions()
+        # several GPUs each hold 1/n of the vectors (FAISS merges their results) rather than n copies
+        options.shard = _num_gpus() > 1
+        return faiss.index_cpu_to_all_gpus(index, co=options)
     except RuntimeError as err:
         # not every index type has a GPU implementation (HNSW has none); with use_gpu=None that is not an error
         if use_gpu:
@@ -120,32 +126,67 @@ def build_index(
     return index
 
 
-def save_index(index: faiss.Index, ids: list[str], out_dir: str | os.PathLike, factory: str | None = None) -> Path:
+def save_index(
+    index: faiss.Index,
+    ids: list[str],
+    out_dir: str | os.PathLike,
+    factory: str | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write ``index.faiss``, ``ids.txt`` and, last (completion marker), ``index.json`` into ``out_dir``.
 
-    ``factory`` is recorded in ``index.json``; FAISS objects cannot carry it, so pass the string used to build.
+    ``factory`` is recorded in ``index.json``; FAISS objects cannot carry it, so pass the string used
+    to build. ``extra`` adds fields to it (the search parameters a recall target picked).
     """
     out_dir = Path(out_dir)
     if len(ids) != index.ntotal:
         raise ValueError(f"{out_dir}: {len(ids)} ids for an index holding {index.ntotal} vectors")
-    bad = next((i for i in ids if not i or "\n" in i or i != i.strip()), None)
-    if bad is not None:
-        raise ValueError(f"{out_dir}: invalid id {bad!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META_FILE).unlink(missing_ok=True)
+    write_ids(out_dir, ids)
     cpu = _to_cpu(index)
     with atomic_path(out_dir / INDEX_FILE) as tmp:
         faiss.write_index(cpu, str(tmp))
+    write_index_meta(out_dir, {**index_fields(cpu, factory), **(extra or {})}, [INDEX_FILE, IDS_FILE])
+    return out_dir
+
+
+def check_id_text(ids: list[str], out_dir: Path) -> None:
+    """Refuse an id that ``ids.txt`` (one id a line) could not hold."""
+    bad = next((i for i in ids if not i or "\n" in i or i != i.strip()), None)
+    if bad is not None:
+        raise ValueError(f"{out_dir}: invalid id {bad!r}")
+
+
+def write_ids(out_dir: Path, ids: list[str]) -> None:
+    """``ids.txt``: position i of the index is line i."""
+    check_id_text(ids, out_dir)
     atomic_write_text(out_dir / IDS_FILE, "".join(f"{i}\n" for i in ids))
-    meta = {
+
+
+def index_fields(index: faiss.Index, factory: str | None) -> dict:
+    """What ``index.json`` says of an index: factory string, FAISS type, dim, count, metric."""
+    return {
         "factory": factory,
-        "index_type": type(faiss.downcast_index(cpu)).__name__,
-        "dim": int(cpu.d),
-        "count": int(cpu.ntotal),
+        "index_type": type(faiss.downcast_index(index)).__name__,
+        "dim": int(index.d),
+        "count": int(index.ntotal),
         "metric": "inner_product",
     }
+
+
+def write_index_meta(out_dir: Path, fields: dict, files: list[str]) -> None:
+    """``index.json``, written last (the completion marker): ``fields`` and the size and checksum of
+    each of ``files``."""
+    meta = {**fields, "files": file_records(out_dir, files)}
     atomic_write_text(out_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
-    return out_dir
+
+
+def update_index_meta(out_dir: Path, fields: dict) -> dict:
+    """Add ``fields`` to a complete index's ``index.json`` (atomically); returns the new meta."""
+    meta = {**json.loads((out_dir / META_FILE).read_text(encoding="utf-8")), **fields}
+    atomic_write_text(out_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
+    return meta
 
 
 def read_index_meta(dir: Path, kind: str) -> dict:
@@ -171,28 +212,37 @@ def read_index_meta(dir: Path, kind: str) -> dict:
     return meta
 
 
-def read_faiss(path: Path, mmap: bool = False) -> faiss.Index:
-    """A FAISS index file, its IVF lists mapped rather than read with ``mmap``; errors name the file."""
+def read_faiss(path: Path, mmap: bool = False, on_disk: bool = False) -> faiss.Index:
+    """A FAISS index file, its IVF lists mapped rather than read with ``mmap`` (an ``on_disk`` index's
+    lists are always mapped, from the ``.ivfdata`` file beside it); errors name the file."""
+    flags = faiss.IO_FLAG_ONDISK_SAME_DIR if on_disk else faiss.IO_FLAG_MMAP if mmap else 0
     try:
-        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
+        return faiss.read_index(str(path), flags)
     except RuntimeError as err:
         raise ValueError(f"{path}: cannot read FAISS index: {_faiss_message(err)}") from err
 
 
 def load_index(
-    dir: str | os.PathLike, use_gpu: bool | None = False, mmap: bool = False
+    dir: str | os.PathLike, use_gpu: bool | None = False, mmap: bool = False, verify: bool = False
 ) -> tuple[faiss.Index, list[str], dict]:
-    """Load an index saved by :func:`save_index`; returns (index, ids, meta).
+    """Load an index saved by :func:`save_index` (or built on disk); returns (index, ids, meta).
 
     ``mmap`` maps IVF lists from the file instead of reading them: loading is instant and only the
     lists that queries visit are paged in, which wins for one run of up to tens of thousands of
     queries; each search is slower (about 1.5x at IVF4000 nprobe 8 here), so a long-lived process
     or a very large query set should read. Index types FAISS cannot map are read either way.
+
+    Every file's size is checked against ``index.json`` and the id map's checksum too (it is read
+    whole anyway); ``verify`` checks the index files' checksums as well, which reads them once.
     """
     dir = Path(dir)
     meta = read_index_meta(dir, "single")
     count, dim = meta["count"], meta["dim"]
-    index = read_faiss(dir / INDEX_FILE, mmap)
+    records = dict(meta.get("files") or {})
+    ids_record = {IDS_FILE: records.pop(IDS_FILE)} if IDS_FILE in records else None
+    check_files(dir, records, META_FILE, verify)
+    check_files(dir, ids_record, META_FILE, verify=True)
+    index = read_faiss(dir / INDEX_FILE, mmap, on_disk=meta.get("storage") == "on_disk")
     ids = (dir / IDS_FILE).read_text(encoding="utf-8").splitlines()
     if index.ntotal != count or index.d != dim:
         raise ValueError(f"{dir / INDEX_FILE}: holds {index.ntotal}x{index.d} but {META_FILE} says {count}x{dim}")

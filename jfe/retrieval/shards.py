@@ -12,6 +12,7 @@ import math
 import os
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +226,79 @@ def _map_tensor(path: Path) -> np.ndarray:
     return np.memmap(path, dtype="<f4", mode="r", offset=8 + size + begin, shape=shape).view(np.ndarray)
 
 
+def single_shards(paths: list[str | os.PathLike] | str | os.PathLike) -> list[tuple[Path, dict]]:
+    """The complete single-vector shards ``paths`` name, with their metas, checked to share one dim
+    and one model."""
+    pairs = complete_shards(paths, "single")
+    (first, m0), rest = pairs[0], pairs[1:]
+    for shard, meta in rest:
+        if meta["dim"] != m0["dim"]:
+            raise ValueError(f"embedding dim mismatch: {first} has dim {m0['dim']}, {shard} has dim {meta['dim']}")
+        if meta.get("model") != m0.get("model"):
+            raise ValueError(
+                f"shards from different models: {first} has {m0.get('model')!r}, {shard} has {meta.get('model')!r}"
+            )
+    return pairs
+
+
+def shard_vectors(shard: Path, meta: dict, mapped: bool = False) -> tuple[list[str], np.ndarray]:
+    """One complete shard's ids and (count, dim) vectors, sizes checked against its meta. ``mapped``
+    memory-maps a float32 tensor instead of reading it."""
+    path = shard / EMBEDDINGS_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: missing embeddings file")
+    emb = _map_tensor(path) if mapped else _load_tensor(path)
+    if emb.shape != (meta["count"], meta["dim"]):
+        raise ValueError(f"{path}: tensor shape {emb.shape} but {META_FILE} says ({meta['count']}, {meta['dim']})")
+    return _read_ids(shard, emb.shape[0]), emb
+
+
+def iter_shards(
+    pairs: list[tuple[Path, dict]], mapped: bool = False, check_duplicates: bool = True
+) -> Iterator[tuple[Path, list[str], np.ndarray]]:
+    """(shard, ids, vectors) of each of ``pairs`` in turn, one shard in memory at a time; an id met in
+    two shards is an error naming both (unless the caller checks that itself: ``check_duplicates``)."""
+    owner: dict[str, Path] = {}
+    for shard, meta in pairs:
+        ids, emb = shard_vectors(shard, meta, mapped)
+        if check_duplicates:
+            for i in ids:
+                if i in owner:
+                    raise ValueError(f"duplicate id {i!r} in {owner[i]} and {shard}")
+                owner[i] = shard
+        yield shard, ids, emb
+
+
+def check_unique_ids(pairs: list[tuple[Path, dict]], hashes: np.ndarray) -> None:
+    """Refuse an id found in two of the shards ``pairs``, given the ``hash()`` of every id in order:
+    eight bytes an id instead of a dictionary of them, with the ids of colliding hashes reread to
+    tell a real duplicate from a collision."""
+    ordered = np.sort(hashes)
+    clashes = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+    if not clashes:
+        return
+    owner: dict[str, Path] = {}
+    for shard, meta in pairs:
+        for i in _read_ids(shard, meta["count"]):
+            if hash(i) in clashes:
+                if i in owner:
+                    raise ValueError(f"duplicate id {i!r} in {owner[i]} and {shard}")
+                owner[i] = shard
+
+
+def sample_rows(pairs: list[tuple[Path, dict]], rows: np.ndarray | slice) -> np.ndarray:
+    """The float32 vectors at global ``rows`` of the shards' concatenation, read one shard at a time."""
+    total = sum(m["count"] for _, m in pairs)
+    wanted = np.arange(total) if isinstance(rows, slice) else rows
+    parts, start = [], 0
+    for _, _, vectors in iter_shards(pairs, mapped=True):
+        end = start + len(vectors)
+        mine = wanted[(wanted >= start) & (wanted < end)] - start
+        parts.append(np.asarray(vectors[mine], dtype=np.float32))
+        start = end
+    return np.concatenate(parts)
+
+
 def read_embeddings(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """Read and concatenate shards (in the given order; shard-* folders under a parent in sorted order).
 
@@ -232,40 +306,15 @@ def read_embeddings(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple
     read-only: indexing a large pool then costs no second gigabyte-sized copy, pages are read as
     FAISS touches them. Several shards (or float16) are copied into one writable array.
     """
-    shards, metas = zip(*complete_shards(paths, "single"), strict=True)
-    for shard, meta in zip(shards[1:], metas[1:], strict=True):
-        if meta["dim"] != metas[0]["dim"]:
-            raise ValueError(
-                f"embedding dim mismatch: {shards[0]} has dim {metas[0]['dim']}, {shard} has dim {meta['dim']}"
-            )
-        if meta.get("model") != metas[0].get("model"):
-            raise ValueError(
-                f"shards from different models: {shards[0]} has {metas[0].get('model')!r}, "
-                f"{shard} has {meta.get('model')!r}"
-            )
-    total, dim = sum(m["count"] for m in metas), metas[0]["dim"]
-    # one shard is returned as read (no second copy); several are copied into one array, shard by
-    # shard, so peak memory stays the result plus one shard
-    out = None if len(shards) == 1 else np.empty((total, dim), dtype=np.float32)
+    pairs = single_shards(paths)
+    total, dim = sum(m["count"] for _, m in pairs), pairs[0][1]["dim"]
+    if len(pairs) == 1:
+        ((_, ids, emb),) = iter_shards(pairs, mapped=True)
+        return ids, emb.astype(np.float32, copy=False)
+    # several are copied into one array, shard by shard, so peak memory stays the result plus one shard
+    out = np.empty((total, dim), dtype=np.float32)
     all_ids: list[str] = []
-    owner: dict[str, Path] = {}
-    row = 0
-    for shard, meta in zip(shards, metas, strict=True):
-        path = shard / EMBEDDINGS_FILE
-        if not path.is_file():
-            raise ValueError(f"{path}: missing embeddings file")
-        emb = _map_tensor(path) if len(shards) == 1 else _load_tensor(path)
-        if emb.shape != (meta["count"], dim):
-            raise ValueError(f"{path}: tensor shape {emb.shape} but {META_FILE} says ({meta['count']}, {dim})")
-        ids = _read_ids(shard, emb.shape[0])
-        for i in ids:
-            if i in owner:
-                raise ValueError(f"duplicate id {i!r} in {owner[i]} and {shard}")
-            owner[i] = shard
-        if out is None:
-            out = emb.astype(np.float32, copy=False)
-        else:
-            out[row : row + len(ids)] = emb
+    for _, ids, emb in iter_shards(pairs):
+        out[len(all_ids) : len(all_ids) + len(ids)] = emb
         all_ids.extend(ids)
-        row += len(ids)
     return all_ids, out

@@ -103,9 +103,33 @@ def test_load_incomplete_index_names_dir(tmp_path, corpus):
 def test_load_detects_ids_count_mismatch(tmp_path, corpus):
     db, ids, _ = corpus
     save_index(build_index(db[:100], ids[:100]), ids[:100], tmp_path / "idx")
-    (tmp_path / "idx" / "ids.txt").write_text("".join(f"{i}\n" for i in ids[:99]))
+    short = "".join(f"{i}\n" for i in ids[:99])
+    (tmp_path / "idx" / "ids.txt").write_text(short)
+    with pytest.raises(ValueError, match=rf"ids\.txt: {len(short)} bytes but index.json records"):
+        load_index(tmp_path / "idx")
+    # an index saved before index.json recorded its files: the count still catches it
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    del meta["files"]
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"ids\.txt: 99 ids"):
         load_index(tmp_path / "idx")
+
+
+def test_a_damaged_id_map_always_and_a_damaged_index_with_verify_are_named(tmp_path, corpus):
+    db, ids, _ = corpus
+    folder = save_index(build_index(db[:100], ids[:100], "IVF4,Flat", train_size=100), ids[:100], tmp_path / "idx")
+    id_map = folder / "ids.txt"
+    text = id_map.read_text()
+    id_map.write_text(text.replace(ids[7], ids[7][:-1] + "X", 1))  # same size, another id
+    with pytest.raises(ValueError, match=rf"{id_map}: its checksum differs from the one index.json records"):
+        load_index(folder)
+    id_map.write_text(text)
+    data = bytearray((folder / "index.faiss").read_bytes())
+    data[-20] ^= 0x01
+    (folder / "index.faiss").write_bytes(bytes(data))
+    load_index(folder, mmap=True)  # sizes agree: a memory-mapped search still starts at once
+    with pytest.raises(ValueError, match=r"index\.faiss: its checksum differs"):
+        load_index(folder, verify=True)
 
 
 def test_unknown_factory_is_named():

@@ -37,7 +37,7 @@ KEYS = {
     "multi_overhead", "multi_recall", "multi_best", "multi_settings", "multi_qps", "multi_jfe_seconds",
     "multi_direct_seconds", "multi_direct_agreement", "multi_rerank_candidates_per_s", "multi_candidates_per_query",
     "multi_build_seconds", "multi_index_bytes", "single_qps", "single_index_bytes", "single_recall_vs_maxsim",
-    "multi_workload",
+    "multi_workload", "ondisk_memory", "inmemory_memory", "ondisk_peaks_mb", "inmemory_peaks_mb", "ondisk_shard_mb",
 }  # fmt: skip
 
 
@@ -235,3 +235,5 @@ def test_quick_run_reports_every_key_with_consistent_figures(tmp_path):
     assert f["multi_overhead"] == pytest.approx(f["multi_jfe_seconds"] / f["multi_direct_seconds"])
     assert f["multi_direct_agreement"] >= 0.9  # the direct path ranks the same items
     assert f["multi_index_bytes"] > f["single_index_bytes"] > 0 and f["multi_rerank_candidates_per_s"] > 0
+    assert f["ondisk_memory"] == pytest.approx(f["ondisk_peaks_mb"]["8"] / f["ondisk_peaks_mb"]["1"])
+    assert set(f["ondisk_peaks_mb"]) == set(f["inmemory_peaks_mb"]) == {"1", "2", "4", "8"}

@@ -16,6 +16,8 @@ Keys (goal in brackets), one module per measure:
   multi_overhead      jfe search_multi wall time / the same FAISS search + a numpy MaxSim  [<= 1.1]   multi.py
                       rerank written directly (late interaction, synthetic token vectors)
   multi_recall        two-stage late-interaction recall@10 vs exhaustive MeanMaxSim        [>= 0.95]  multi.py
+  ondisk_memory       jfe index --on-disk peak memory, 8 shards / 1 shard of 100k x 128      [<= 1.5]   ondisk.py
+                      (without --on-disk, measured beside it, the peak grows with the shards)
 
 The inputs (an M-BEIR-like mix, written as images and a pair file) are in inputs.py, the timing
 helpers in timing.py, the goals in goals.py. --quick shrinks every size so the whole run takes

@@ -14,6 +14,7 @@ GOALS = {
     "index_overhead": ("<=", 1.1),
     "multi_overhead": ("<=", 1.1),
     "multi_recall": (">=", 0.95),
+    "ondisk_memory": ("<=", 1.5),
 }
 
 
