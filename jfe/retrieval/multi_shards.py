@@ -10,7 +10,6 @@ refuses single-vector shards).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,16 +17,15 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
-from jfe.atomic import atomic_path, atomic_write_text
+from jfe.checksums import check_files
 from jfe.retrieval.shards import (
     EMBEDDINGS_FILE,
-    IDS_FILE,
     META_FILE,
     _check_ids,
     _read_ids,
     complete_shards,
+    write_shard_files,
 )
 
 VECTORS_KEY = "vectors"
@@ -136,18 +134,11 @@ def write_multi_shard(
     if len(ids) != len(offsets) - 1:
         raise ValueError(f"{dir}: {len(ids)} ids for {len(offsets) - 1} items")
     _check_ids(ids, str(dir))
-    dir.mkdir(parents=True, exist_ok=True)
-    # as write_shard: no completion marker while old meta could pair with new data
-    (dir / META_FILE).unlink(missing_ok=True)
-    with atomic_path(dir / EMBEDDINGS_FILE) as tmp:
-        save_file({VECTORS_KEY: flat, OFFSETS_KEY: offsets}, str(tmp))
-    atomic_write_text(dir / IDS_FILE, "".join(f"{i}\n" for i in ids))
     meta = {"kind": "multi", "count": len(ids), "dim": int(flat.shape[1]), "dtype": flat.dtype.name,
             "tokens": int(flat.shape[0]), "model": model}  # fmt: skip
     if fingerprint is not None:
         meta["fingerprint"] = fingerprint
-    atomic_write_text(dir / META_FILE, json.dumps(meta, indent=2) + "\n")
-    return dir
+    return write_shard_files(dir, {VECTORS_KEY: flat, OFFSETS_KEY: offsets}, ids, meta)
 
 
 def read_tensors(path: Path, keys: tuple[str, ...]) -> list[np.ndarray]:
@@ -167,6 +158,8 @@ def read_tensors(path: Path, keys: tuple[str, ...]) -> list[np.ndarray]:
 def _read_shard(shard: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
     """A complete shard's vectors and offsets, checked against its meta.json."""
     path = shard / EMBEDDINGS_FILE
+    if path.is_file():  # else read_tensors says it is missing
+        check_files(shard, meta.get("files"), META_FILE, verify=True)
     vectors, offsets = read_tensors(path, (VECTORS_KEY, OFFSETS_KEY))
     expected = (meta["tokens"], meta["dim"])
     if vectors.shape != expected or vectors.dtype.name != meta["dtype"]:

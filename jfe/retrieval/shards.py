@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from jfe.atomic import atomic_path, atomic_write_text
+from jfe.checksums import check_files, file_records
 
 EMBEDDINGS_FILE = "embeddings.safetensors"
 IDS_FILE = "ids.txt"
@@ -94,12 +95,6 @@ def write_shard(
     if len(ids) != embeddings.shape[0]:
         raise ValueError(f"{dir}: {len(ids)} ids for {embeddings.shape[0]} embedding rows")
     _check_ids(ids, str(dir))
-    dir.mkdir(parents=True, exist_ok=True)
-    # Rewriting a shard: drop the completion marker first so a crash mid-rewrite cannot pair old meta with new data.
-    (dir / META_FILE).unlink(missing_ok=True)
-    with atomic_path(dir / EMBEDDINGS_FILE) as tmp:
-        save_file({TENSOR_KEY: np.ascontiguousarray(embeddings)}, str(tmp))
-    atomic_write_text(dir / IDS_FILE, "".join(f"{i}\n" for i in ids))
     meta = {
         "count": int(embeddings.shape[0]),
         "dim": int(embeddings.shape[1]),
@@ -108,7 +103,31 @@ def write_shard(
     }
     if fingerprint is not None:
         meta["fingerprint"] = fingerprint
-    atomic_write_text(dir / META_FILE, json.dumps(meta, indent=2) + "\n")
+    return write_shard_files(dir, {TENSOR_KEY: np.ascontiguousarray(embeddings)}, ids, meta)
+
+
+def write_shard_files(dir: Path, tensors: dict[str, np.ndarray], ids: list[str], meta: dict) -> Path:
+    """A shard's ``embeddings.safetensors`` (``tensors``), ``ids.txt`` and, last, ``meta.json``
+    (``meta`` plus each file's size and checksum).
+
+    The new files are written under temporary names before anything is replaced: a write that fails
+    (a full disk, a killed job) leaves the shard that was there complete and as it was. Only for the
+    two renames and the meta write is the shard incomplete, never old meta beside new data.
+    """
+    dir.mkdir(parents=True, exist_ok=True)
+    for stale in dir.glob(".*.tmp"):  # left by a writer killed mid-file (kill -9 runs no cleanup)
+        stale.unlink(missing_ok=True)
+    try:
+        with atomic_path(dir / EMBEDDINGS_FILE) as tensors_tmp, atomic_path(dir / IDS_FILE) as ids_tmp:
+            save_file(tensors, str(tensors_tmp))
+            with open(ids_tmp, "w", encoding="utf-8") as handle:
+                handle.write("".join(f"{i}\n" for i in ids))
+            (dir / META_FILE).unlink(missing_ok=True)
+        meta = {**meta, "files": file_records(dir, [EMBEDDINGS_FILE, IDS_FILE])}
+        atomic_write_text(dir / META_FILE, json.dumps(meta, indent=2) + "\n")
+    except (OSError, SafetensorError) as err:
+        state = "the shard that was there is unchanged" if is_complete(dir) else "it stays incomplete"
+        raise OSError(f"{dir}: writing the shard failed ({' '.join(str(err).split())}); {state}") from err
     return dir
 
 
@@ -241,12 +260,14 @@ def single_shards(paths: list[str | os.PathLike] | str | os.PathLike) -> list[tu
     return pairs
 
 
-def shard_vectors(shard: Path, meta: dict, mapped: bool = False) -> tuple[list[str], np.ndarray]:
-    """One complete shard's ids and (count, dim) vectors, sizes checked against its meta. ``mapped``
-    memory-maps a float32 tensor instead of reading it."""
+def shard_vectors(shard: Path, meta: dict, mapped: bool = False, verify: bool = True) -> tuple[list[str], np.ndarray]:
+    """One complete shard's ids and (count, dim) vectors, sizes (and with ``verify`` checksums: the
+    file is read whole anyway) checked against its meta. ``mapped`` memory-maps a float32 tensor
+    instead of reading it."""
     path = shard / EMBEDDINGS_FILE
     if not path.is_file():
         raise ValueError(f"{path}: missing embeddings file")
+    check_files(shard, meta.get("files"), META_FILE, verify)
     emb = _map_tensor(path) if mapped else _load_tensor(path)
     if emb.shape != (meta["count"], meta["dim"]):
         raise ValueError(f"{path}: tensor shape {emb.shape} but {META_FILE} says ({meta['count']}, {meta['dim']})")

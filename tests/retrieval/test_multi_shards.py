@@ -1,10 +1,11 @@
+import hashlib
 import json
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from jfe.retrieval import multi_shards
+from jfe.retrieval import shards
 from jfe.retrieval.multi_shards import MultiVectors, read_multi_embeddings, write_multi_shard
 from jfe.retrieval.shards import is_complete, read_embeddings, shard_dir, write_shard
 
@@ -19,9 +20,12 @@ def test_write_read_round_trip(tmp_path, dtype):
     items = _items([3, 1, 5], dtype=dtype)
     d = write_multi_shard(shard_dir(tmp_path, 0, 1), ["a", "b", "c"], items, model="tiny")
     assert is_complete(d)
-    assert json.loads((d / "meta.json").read_text()) == {
+    meta = json.loads((d / "meta.json").read_text())
+    files = meta.pop("files")
+    assert meta == {
         "kind": "multi", "count": 3, "dim": 4, "dtype": np.dtype(dtype).name, "tokens": 9, "model": "tiny",
     }  # fmt: skip
+    assert files["ids.txt"] == {"bytes": 6, "sha256": hashlib.sha256(b"a\nb\nc\n").hexdigest()}
     assert sorted(p.name for p in d.iterdir()) == ["embeddings.safetensors", "ids.txt", "meta.json"]
     stored = load_file(str(d / "embeddings.safetensors"))
     assert stored["vectors"].dtype == dtype and stored["vectors"].shape == (9, 4)
@@ -52,7 +56,7 @@ def test_shards_concatenate_in_order_with_offsets_shifted(tmp_path):
         np.testing.assert_array_equal(mv.item(i), item)
 
 
-def test_rewrite_replaces_and_a_failed_write_leaves_an_incomplete_shard(tmp_path, monkeypatch):
+def test_rewrite_replaces_and_a_failed_write_leaves_the_old_shard(tmp_path, monkeypatch):
     d = shard_dir(tmp_path, 0, 1)
     write_multi_shard(d, ["a", "b"], _items([2, 2]))
     write_multi_shard(d, ["c"], _items([3], seed=5))
@@ -63,14 +67,23 @@ def test_rewrite_replaces_and_a_failed_write_leaves_an_incomplete_shard(tmp_path
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(multi_shards, "save_file", crash)
+    monkeypatch.setattr(shards, "save_file", crash)
     with pytest.raises(OSError, match="disk full"):
         write_multi_shard(d, ["x"], _items([1]))
-    # the old meta.json went first, so the old shard is no longer complete, and no temp file is left
-    assert not is_complete(d)
+    # the new files were to be written beside the old ones: the old shard is complete and as it was
+    assert is_complete(d)
     assert not [p for p in d.iterdir() if p.name.startswith(".")]
-    with pytest.raises(ValueError, match=r"incomplete shard .*shard-00000-of-00001"):
-        read_multi_embeddings(tmp_path)
+    mv = read_multi_embeddings(tmp_path)
+    assert mv.ids == ["c"]
+    np.testing.assert_array_equal(mv.vectors, _items([3], seed=5)[0])
+
+
+def _forget_records(shard) -> None:
+    """As a shard written before meta.json recorded its files' sizes and checksums, so the checks
+    behind those are reached."""
+    meta = json.loads((shard / "meta.json").read_text())
+    del meta["files"]
+    (shard / "meta.json").write_text(json.dumps(meta))
 
 
 def test_truncated_and_corrupted_files_are_named(tmp_path):
@@ -78,9 +91,15 @@ def test_truncated_and_corrupted_files_are_named(tmp_path):
     path = d / "embeddings.safetensors"
     data = path.read_bytes()
     path.write_bytes(data[:-64])
-    with pytest.raises(ValueError, match=r"one/embeddings\.safetensors: unreadable safetensors file"):
+    with pytest.raises(ValueError, match=rf"one/embeddings\.safetensors: {len(data) - 64} bytes but meta.json records"):
         read_multi_embeddings(d)
     path.write_bytes(b"\xff" * 8 + data[8:])
+    with pytest.raises(ValueError, match=r"one/embeddings\.safetensors: its checksum differs"):
+        read_multi_embeddings(d)
+    _forget_records(d)
+    with pytest.raises(ValueError, match=r"one/embeddings\.safetensors: unreadable safetensors file"):
+        read_multi_embeddings(d)
+    path.write_bytes(data[:-64])
     with pytest.raises(ValueError, match=r"one/embeddings\.safetensors: unreadable safetensors file"):
         read_multi_embeddings(d)
     path.unlink()
@@ -103,6 +122,7 @@ def test_bad_offsets_are_named(tmp_path, offsets, message):
     d = write_multi_shard(tmp_path / "one", ["a", "b", "c"], _items([3, 1, 2]))
     path = d / "embeddings.safetensors"
     save_file({"vectors": load_file(str(path))["vectors"], "offsets": offsets}, str(path))
+    _forget_records(d)
     with pytest.raises(ValueError, match=rf"one/embeddings\.safetensors: {message}"):
         read_multi_embeddings(d)
 

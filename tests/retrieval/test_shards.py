@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from jfe.checksums import sha256_file
 from jfe.retrieval.shards import is_complete, read_embeddings, shard_dir, shard_slice, write_shard
 
 
@@ -32,7 +33,10 @@ def test_write_read_round_trip(tmp_path, dtype):
     d = write_shard(shard_dir(tmp_path, 0, 1), ids, emb, model="tiny")
     assert is_complete(d)
     meta = json.loads((d / "meta.json").read_text())
+    files = meta.pop("files")
     assert meta == {"count": 7, "dim": 5, "dtype": np.dtype(dtype).name, "model": "tiny"}
+    assert files["ids.txt"] == {"bytes": len("".join(f"{i}\n" for i in ids)), "sha256": sha256_file(d / "ids.txt")}
+    assert files["embeddings.safetensors"]["bytes"] == (d / "embeddings.safetensors").stat().st_size
     assert load_file(str(d / "embeddings.safetensors"))["embeddings"].dtype == dtype
     assert sorted(p.name for p in d.iterdir()) == ["embeddings.safetensors", "ids.txt", "meta.json"]
     got_ids, got = read_embeddings([d])
@@ -53,10 +57,23 @@ def test_single_float32_shard_is_mapped_read_only_and_outlives_its_file(tmp_path
     assert two.flags.writeable and two.shape == (51, 8)
 
 
-def test_truncated_shard_is_named(tmp_path):
+def test_truncated_or_damaged_shard_is_named(tmp_path):
     d = write_shard(tmp_path / "one", [f"d{i}" for i in range(50)], _emb(50, 8))
     path = d / "embeddings.safetensors"
-    path.write_bytes(path.read_bytes()[:-40])
+    data = path.read_bytes()
+    path.write_bytes(data[:-40])
+    with pytest.raises(ValueError, match=rf"one/embeddings\.safetensors: {len(data) - 40} bytes but meta.json records"):
+        read_embeddings([d])
+    flipped = bytearray(data)
+    flipped[-7] ^= 0x10  # one bit of one vector: the shape checks cannot see it, the checksum does
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match=r"one/embeddings\.safetensors: its checksum differs"):
+        read_embeddings([d])
+    # a shard written before meta.json recorded its files: the tensor's own size check catches a cut
+    meta = json.loads((d / "meta.json").read_text())
+    del meta["files"]
+    (d / "meta.json").write_text(json.dumps(meta))
+    path.write_bytes(data[:-40])
     with pytest.raises(ValueError, match=r"one/embeddings\.safetensors: truncated or damaged: tensor 'embeddings'"):
         read_embeddings([d])
 
@@ -112,6 +129,11 @@ def test_ids_count_must_match_rows(tmp_path):
         write_shard(tmp_path / "s", ["a", "b"], _emb(3, 2))
     d = write_shard(shard_dir(tmp_path, 0, 1), ["a", "b"], _emb(2, 2))
     (d / "ids.txt").write_text("a\n")
+    with pytest.raises(ValueError, match=r"ids\.txt: 2 bytes but meta.json records 4"):
+        read_embeddings([d])
+    meta = json.loads((d / "meta.json").read_text())
+    del meta["files"]
+    (d / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"ids\.txt: 1 ids but the shard has 2"):
         read_embeddings([d])
 
