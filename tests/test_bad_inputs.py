@@ -12,6 +12,7 @@ from PIL import Image
 
 from jfe import Embedder
 from jfe.cli import run
+from jfe.train.checkpoints import mark_complete
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
 
@@ -120,6 +121,7 @@ def build(case: str, c: Case) -> list[str]:
         return c.encode(c.root / "stale.jsonl", "--dtype", "float32")  # into the first model's shards
     if case == "training-folder":
         (c.root / "runs" / "s1" / "checkpoint-10").mkdir(parents=True)
+        mark_complete(c.root / "runs" / "s1" / "checkpoint-10", 10, 1)
         return ["encode", "--model", str(c.root / "runs" / "s1"), "--data", str(c.pool("t.jsonl", [cand("1:1", "a")])),
                 "--out", str(c.root / "e")]  # fmt: skip
     if case == "not-a-model":

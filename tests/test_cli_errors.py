@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from jfe.cli import one_line, run
+from jfe.train.checkpoints import mark_complete
 
 
 def _missing_run(tmp_path):
@@ -56,15 +57,20 @@ def test_a_training_folder_as_model_names_the_folder_to_use(tiny_model_dir, mbei
     import shutil
 
     run_dir = tmp_path / "runs" / "s1"
-    (run_dir / "checkpoint-20").mkdir(parents=True)
-    (run_dir / "checkpoint-100").mkdir()
+    (run_dir / "checkpoint-100").mkdir(parents=True)
     pool = mbeir_root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl"
     args = ["encode", "--model", str(run_dir), "--data", str(pool), "--out", str(tmp_path / "e")]
     assert run(args) == 1
     err = capsys.readouterr().err
+    assert f"{run_dir} is a training output folder with no complete checkpoint (checkpoint-100 was not" in err
+    # the newest complete checkpoint is the one to export, not a newer one left half-written
+    (run_dir / "checkpoint-20").mkdir()
+    mark_complete(run_dir / "checkpoint-20", 20, 1)
+    assert run(args) == 1
+    err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert f"{run_dir} is a training output folder without a final model yet" in err
-    assert f"jfe export --model {run_dir / 'checkpoint-100'}" in err
+    assert f"jfe export --model {run_dir / 'checkpoint-20'}" in err
     shutil.copytree(tiny_model_dir, run_dir / "final")
     assert run(args) == 1
     assert f"use {run_dir / 'final'} (its merged model)" in capsys.readouterr().err

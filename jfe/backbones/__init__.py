@@ -98,11 +98,15 @@ def not_a_model(folder: Path) -> str:
     """Why ``folder`` (no config.json) is no model, and which folder to use instead."""
     if (folder / "final" / "config.json").is_file():
         return f"{folder} is a training output folder, not a model: use {folder / 'final'} (its merged model)"
-    steps = sorted(
-        (int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()
-    )
-    if steps:
-        newest = steps[-1][1]
+    from jfe.train.checkpoints import latest_complete
+
+    newest, incomplete = latest_complete(folder)
+    if newest is None and incomplete:
+        return (
+            f"{folder} is a training output folder with no complete checkpoint ({incomplete[-1].name} was not "
+            "finished): resume the run (resume=true) or train it to its final/"
+        )
+    if newest is not None:
         return (
             f"{folder} is a training output folder without a final model yet: export a checkpoint first, "
             f"e.g. jfe export --model {newest} --out {folder}-export"

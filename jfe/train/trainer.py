@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import TrainOutput, get_last_checkpoint
+from transformers.trainer_utils import TrainOutput, rotate_checkpoints
 
 from jfe.artifacts import RunStart, TrainSummary
 from jfe.builtins import resolve_builtin
@@ -25,6 +25,7 @@ from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
 from jfe.data.mimic import MimicOptions
 from jfe.data.pairs import InMemoryPool, load_pairs
 from jfe.data.sampler import TaskBatchSampler
+from jfe.train.checkpoints import latest_complete, mark_complete
 from jfe.train.config import TrainConfig, deepspeed_stage
 from jfe.train.finalize import write_final
 from jfe.train.model import ContrastiveModel, load_embedder, training_device
@@ -82,6 +83,22 @@ class EmbeddingTrainer(Trainer):
     def __init__(self, *args, sampler_options: dict[str, Any], **kwargs):
         super().__init__(*args, **kwargs)
         self.sampler_options = sampler_options
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # HF deletes old checkpoints (save_total_limit) before jfe can mark the new one complete; a run
+        # killed in between would keep no complete checkpoint, so jfe rotates once the mark is written
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()  # every rank's part (its optimizer shard, its RNG state) is written
+        if self.args.should_save:
+            run_dir = self._get_output_dir(trial=trial)
+            mark_complete(Path(run_dir) / f"checkpoint-{self.state.global_step}", self.state.global_step,
+                          self.args.world_size)  # fmt: skip
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)  # fmt: skip
 
     def get_train_dataloader(self) -> DataLoader:
         dataset: ContrastiveDataset = self.train_dataset
@@ -217,9 +234,14 @@ def prepare(config: TrainConfig, callbacks: list | None = None) -> PreparedRun:
 def train(run: PreparedRun) -> TrainOutput:
     """The Trainer's loop, from the newest checkpoint when ``resume`` is set."""
     config, trainer = run.config, run.trainer
-    resume = get_last_checkpoint(config.output_dir) if config.resume and os.path.isdir(config.output_dir) else None
+    resume = None
+    if config.resume and os.path.isdir(config.output_dir):
+        resume, incomplete = latest_complete(config.output_dir)
+        for folder in incomplete:
+            logger.warning("%s is incomplete (the run stopped while writing it): not resuming from it", folder)
+        resume = str(resume) if resume else None
     if config.resume and resume is None:
-        logger.warning("resume requested but no checkpoint found in %s: starting from step 0", config.output_dir)
+        logger.warning("resume requested but no complete checkpoint in %s: starting from step 0", config.output_dir)
     if not trainer.args.use_cpu:
         return trainer.train(resume_from_checkpoint=resume)
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
