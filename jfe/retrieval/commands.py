@@ -211,7 +211,7 @@ def search_main(argv: list[str] | None = None) -> int:
     from jfe.embedder import Embedder
     from jfe.retrieval.encode import encode_items
 
-    items = read_items(args.queries, args.images_root, args.instruction_file, text_style(args))
+    items = list(read_items(args.queries, args.images_root, args.instruction_file, text_style(args)))
     # read before the model loads, so a query file without task ids fails at once
     task_ids = None
     if args.run_format == "uniir":

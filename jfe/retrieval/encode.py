@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +131,7 @@ def wants_multi(embedder, vectors: str | None) -> bool:
 
 def encode_to_shards(
     embedder,
-    items: list[EncodeItem],
+    items: Sequence[EncodeItem],
     out: str | os.PathLike,
     num_shards: int,
     shards: list[int] | None = None,
@@ -163,7 +163,7 @@ def encode_to_shards(
     for index in shards if shards is not None else range(num_shards):
         folder = shard_dir(out, index, num_shards)
         rows = shard_slice(len(items), index, num_shards)
-        part = [items[i] for i in rows]
+        part = list(items[rows.start : rows.stop])  # a pool converts only these rows
         fingerprint = {
             "model": model_fp,
             "items": items_fingerprint((it.id, it.text, it.image, it.instruction) for it in part),

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from jfe.data.instructions import Instructions
 from jfe.data.jsonl import DataFormatError, json_lines
-from jfe.data.mbeir import CandidatePool, Query, Record, load_queries
+from jfe.data.mbeir import CandidatePool, Query, Record, gc_paused, load_queries
 from jfe.data.pairs import load_pairs
 from jfe.data.uniir import format_query, format_string
 
@@ -55,6 +55,30 @@ def candidate_items(records: Iterable[Record], style: TextStyle = UNIIR_STYLE) -
     return [EncodeItem(r.id, (format_string(r.text) or None) if fmt else r.text, r.image) for r in records]
 
 
+class PoolItems(Sequence[EncodeItem]):
+    """A candidate pool's items, converted from Arrow only for the rows asked for: a slice converts
+    its rows column-wise, so a launcher's rank reads just its own shards' rows."""
+
+    def __init__(self, pool: CandidatePool, style: TextStyle = UNIIR_STYLE):
+        self.pool, self.style = pool, style
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def __iter__(self) -> Iterator[EncodeItem]:
+        return iter(self[:])  # one column-wise read, not one per row
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            rows = range(len(self))[index]
+            if rows.step != 1:
+                return [self[i] for i in rows]
+            with gc_paused():
+                return candidate_items(self.pool.records(rows), self.style)
+        row = range(len(self))[index]  # IndexError past the end, as a list
+        return self[row : row + 1][0]
+
+
 def query_items(
     queries: Iterable[Query], instructions: Instructions | None, style: TextStyle = UNIIR_STYLE
 ) -> list[EncodeItem]:
@@ -75,13 +99,14 @@ def read_items(
     images_root: str | os.PathLike | None = None,
     instruction_file: str | None = None,
     style: TextStyle = UNIIR_STYLE,
-) -> list[EncodeItem]:
-    """Items of an M-BEIR candidate pool (``did``), M-BEIR query file (``qid``, with an instruction
-    of the TSV chosen by ``style``) or pair-format file (the queries, with their own instructions)."""
+) -> Sequence[EncodeItem]:
+    """Items of an M-BEIR candidate pool (``did``; :class:`PoolItems`, read as sliced), M-BEIR query
+    file (``qid``, with an instruction of the TSV chosen by ``style``) or pair-format file (the
+    queries, with their own instructions)."""
     path = Path(path)
     first = _first_record(path)
     if "did" in first:
-        return candidate_items(CandidatePool.load(path, images_root).records(), style)
+        return PoolItems(CandidatePool.load(path, images_root), style)
     if "qid" in first:
         table = Instructions.load(instruction_file) if instruction_file else None
         return query_items(load_queries(path, images_root), table, style)

@@ -38,6 +38,7 @@ KEYS = {
     "multi_direct_seconds", "multi_direct_agreement", "multi_rerank_candidates_per_s", "multi_candidates_per_query",
     "multi_build_seconds", "multi_index_bytes", "single_qps", "single_index_bytes", "single_recall_vs_maxsim",
     "multi_workload", "ondisk_memory", "inmemory_memory", "ondisk_peaks_mb", "inmemory_peaks_mb", "ondisk_shard_mb",
+    "pool_read_speedup", "pool_rows_per_s", "pool_row_wise_rows_per_s", "pool_load_seconds", "pool_rows",
 }  # fmt: skip
 
 
@@ -237,3 +238,4 @@ def test_quick_run_reports_every_key_with_consistent_figures(tmp_path):
     assert f["multi_index_bytes"] > f["single_index_bytes"] > 0 and f["multi_rerank_candidates_per_s"] > 0
     assert f["ondisk_memory"] == pytest.approx(f["ondisk_peaks_mb"]["8"] / f["ondisk_peaks_mb"]["1"])
     assert set(f["ondisk_peaks_mb"]) == set(f["inmemory_peaks_mb"]) == {"1", "2", "4", "8"}
+    assert f["pool_read_speedup"] == pytest.approx(f["pool_rows_per_s"] / f["pool_row_wise_rows_per_s"])

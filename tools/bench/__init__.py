@@ -18,6 +18,7 @@ Keys (goal in brackets), one module per measure:
   multi_recall        two-stage late-interaction recall@10 vs exhaustive MeanMaxSim        [>= 0.95]  multi.py
   ondisk_memory       jfe index --on-disk peak memory, 8 shards / 1 shard of 100k x 128      [<= 1.5]   ondisk.py
                       (without --on-disk, measured beside it, the peak grows with the shards)
+  pool_read_speedup   pool rows read into encode items a second, column-wise / row by row  [>= 10]    pool.py
 
 The inputs (an M-BEIR-like mix, written as images and a pair file) are in inputs.py, the timing
 helpers in timing.py, the goals in goals.py. --quick shrinks every size so the whole run takes

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tools.bench
-from tools.bench import ann, encode, gradcache, index_overhead, multi, ondisk, padding, qlora, train
+from tools.bench import ann, encode, gradcache, index_overhead, multi, ondisk, padding, pool, qlora, train
 from tools.bench.goals import table
 
 
@@ -28,14 +28,15 @@ class Sizes:
     ann: tuple[int, int, int, int]  # vectors, queries, dim, centres
     multi: tuple[int, int, int, int]  # items, mean tokens per item, dim, queries (half as many tokens)
     ondisk: tuple[int, int, int, int]  # rows per shard, dim, centres, IVF lists
+    pool: int  # candidates in the pool read
 
 
 FULL = Sizes(model=(512, 4), encode=(256, 32), padding=(8192, 32), train=(8, 32, 8192), gradcache=(512, 32, 32),
              qlora=(1024, 12), ann=(1_000_000, 1_000, 256, 2_000), multi=(20_000, 32, 128, 200),
-             ondisk=(100_000, 128, 100, 256))  # fmt: skip
+             ondisk=(100_000, 128, 100, 256), pool=1_000_000)  # fmt: skip
 QUICK = Sizes(model=(64, 2), encode=(32, 16), padding=(512, 32), train=(2, 8, 256), gradcache=(64, 32, 32),
               qlora=(128, 2), ann=(20_000, 200, 64, 200), multi=(1_000, 8, 32, 50),
-              ondisk=(5_000, 32, 20, 16))  # fmt: skip
+              ondisk=(5_000, 32, 20, 16), pool=20_000)  # fmt: skip
 
 
 def run(sizes: Sizes, workdir: Path, hnsw: bool = True) -> dict:
@@ -55,6 +56,7 @@ def run(sizes: Sizes, workdir: Path, hnsw: bool = True) -> dict:
         ("index", lambda: index_overhead.measure(results["ann_best"], *sizes.ann, workdir / "index")),
         ("multi", lambda: multi.measure(*sizes.multi, workdir / "multi")),
         ("ondisk", lambda: ondisk.measure(*sizes.ondisk, workdir / "ondisk")),
+        ("pool", lambda: pool.measure(sizes.pool, workdir / "pool")),
     ]
     for name, fn in steps:
         start = time.perf_counter()

@@ -15,6 +15,7 @@ GOALS = {
     "multi_overhead": ("<=", 1.1),
     "multi_recall": (">=", 0.95),
     "ondisk_memory": ("<=", 1.5),
+    "pool_read_speedup": (">=", 10.0),
 }
 
 
