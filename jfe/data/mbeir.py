@@ -129,11 +129,16 @@ def image_resolver(images_root: str | os.PathLike | None) -> Callable[..., str |
     prefix = root.rstrip(os.sep) + os.sep
     allowed = os.environ.get(OUTSIDE_ROOT_ENV, "") not in ("", "0")
 
+    def inside(joined: str) -> bool:
+        if root == os.curdir:  # normpath drops "./": anything not climbing out is inside
+            return not os.path.isabs(joined) and joined != os.pardir and not joined.startswith(os.pardir + os.sep)
+        return joined == root or joined.startswith(prefix)
+
     def resolve(rel: str | None, where: Callable[[], str] | None = None) -> str | None:
         if not rel:
             return None
         joined = os.path.normpath(rel if rel.startswith(os.sep) else prefix + rel)  # as os.path.join
-        if not allowed and joined != root and not joined.startswith(prefix):
+        if not allowed and not inside(joined):
             place = f"{where()}: " if where else ""
             raise DataFormatError(
                 f"{place}image path {rel!r} leaves the images root {images_root}; set {OUTSIDE_ROOT_ENV}=1 to allow it"
@@ -180,6 +185,14 @@ class CandidatePool:
         if pc.any(bad).as_py():
             row = pc.index(bad, True).as_py()
             check_modality(modality[row].as_py(), f"did {dids[row]!r}: modality", self._where(row))
+        if self.images_root is not None:
+            # only a path that is absolute or holds ".." can leave the root: those few are resolved now,
+            # so a pool that escapes fails when read, not when a rank reaches that row
+            paths = pc.fill_null(data.column("img_path"), "")
+            odd = pc.or_(pc.starts_with(paths, os.sep), pc.match_substring(paths, os.pardir))
+            resolve = image_resolver(self.images_root)
+            for row in pc.indices_nonzero(odd).to_pylist():
+                resolve(paths[row].as_py(), self._where(row))
         empty = [pc.fill_null(pc.equal(pc.utf8_length(data.column(c)), 0), True) for c in ("txt", "img_path")]
         neither = pc.and_(*empty)
         if pc.any(neither).as_py():

@@ -215,7 +215,8 @@ def read_index_meta(dir: Path, kind: str) -> dict:
 def read_faiss(path: Path, mmap: bool = False, on_disk: bool = False) -> faiss.Index:
     """A FAISS index file, its IVF lists mapped rather than read with ``mmap`` (an ``on_disk`` index's
     lists are always mapped, from the ``.ivfdata`` file beside it); errors name the file."""
-    flags = faiss.IO_FLAG_ONDISK_SAME_DIR if on_disk else faiss.IO_FLAG_MMAP if mmap else 0
+    # read-only: a search never writes the lists, and the index may sit on a read-only mount
+    flags = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY if on_disk else faiss.IO_FLAG_MMAP if mmap else 0
     try:
         return faiss.read_index(str(path), flags)
     except RuntimeError as err:

@@ -127,7 +127,9 @@ def write_shard_files(dir: Path, tensors: dict[str, np.ndarray], ids: list[str],
         atomic_write_text(dir / META_FILE, json.dumps(meta, indent=2) + "\n")
     except (OSError, SafetensorError) as err:
         state = "the shard that was there is unchanged" if is_complete(dir) else "it stays incomplete"
-        raise OSError(f"{dir}: writing the shard failed ({' '.join(str(err).split())}); {state}") from err
+        failure = OSError(f"{dir}: writing the shard failed ({' '.join(str(err).split())}); {state}")
+        failure.errno = getattr(err, "errno", None)  # ENOSPC stays ENOSPC for a caller that checks
+        raise failure from err
     return dir
 
 
@@ -275,13 +277,14 @@ def shard_vectors(shard: Path, meta: dict, mapped: bool = False, verify: bool = 
 
 
 def iter_shards(
-    pairs: list[tuple[Path, dict]], mapped: bool = False, check_duplicates: bool = True
+    pairs: list[tuple[Path, dict]], mapped: bool = False, check_duplicates: bool = True, verify: bool = True
 ) -> Iterator[tuple[Path, list[str], np.ndarray]]:
     """(shard, ids, vectors) of each of ``pairs`` in turn, one shard in memory at a time; an id met in
-    two shards is an error naming both (unless the caller checks that itself: ``check_duplicates``)."""
+    two shards is an error naming both (unless the caller checks that itself: ``check_duplicates``).
+    ``verify``: checksums too (see :func:`shard_vectors`)."""
     owner: dict[str, Path] = {}
     for shard, meta in pairs:
-        ids, emb = shard_vectors(shard, meta, mapped)
+        ids, emb = shard_vectors(shard, meta, mapped, verify)
         if check_duplicates:
             for i in ids:
                 if i in owner:
@@ -308,16 +311,19 @@ def check_unique_ids(pairs: list[tuple[Path, dict]], hashes: np.ndarray) -> None
 
 
 def sample_rows(pairs: list[tuple[Path, dict]], rows: np.ndarray | slice) -> np.ndarray:
-    """The float32 vectors at global ``rows`` of the shards' concatenation, read one shard at a time."""
+    """The float32 vectors at global ``rows`` of the shards' concatenation, read one shard at a time
+    (shards holding none of them are not opened)."""
     total = sum(m["count"] for _, m in pairs)
     wanted = np.arange(total) if isinstance(rows, slice) else rows
     parts, start = [], 0
-    for _, _, vectors in iter_shards(pairs, mapped=True):
-        end = start + len(vectors)
+    for shard, meta in pairs:
+        end = start + meta["count"]
         mine = wanted[(wanted >= start) & (wanted < end)] - start
-        parts.append(np.asarray(vectors[mine], dtype=np.float32))
+        if len(mine):
+            _, vectors = shard_vectors(shard, meta, mapped=True, verify=False)
+            parts.append(np.asarray(vectors[mine], dtype=np.float32))
         start = end
-    return np.concatenate(parts)
+    return np.concatenate(parts) if parts else np.empty((0, pairs[0][1]["dim"]), dtype=np.float32)
 
 
 def read_embeddings(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple[list[str], np.ndarray]:

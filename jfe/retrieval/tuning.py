@@ -16,7 +16,6 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from faiss.contrib.exhaustive_search import knn_ground_truth
 
 from jfe.retrieval.index import load_index, set_search_params, update_index_meta
 from jfe.retrieval.shards import iter_shards, sample_rows
@@ -59,6 +58,22 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(f[f >= 0]) & set(e[e >= 0])) / k for f, e in zip(found, exact, strict=True)]))
 
 
+def exact_neighbours(queries: np.ndarray, blocks: Iterable[np.ndarray], k: int) -> np.ndarray:
+    """Each query's ``k`` nearest rows by inner product over ``blocks`` (the indexed vectors, in
+    order), one block in memory at a time. Not ``faiss.contrib``'s ``knn_ground_truth``: it shifts
+    the -1 a block smaller than ``k`` returns into a real row number."""
+    heap = faiss.ResultHeap(len(queries), k, keep_max=True)
+    start = 0
+    for block in blocks:
+        flat = faiss.IndexFlatIP(block.shape[1])
+        flat.add(block)
+        scores, found = flat.search(queries, min(k, len(block)))
+        heap.add_result(scores, np.where(found >= 0, found + start, -1))
+        start += len(block)
+    heap.finalize()
+    return heap.I
+
+
 def _knob(index: faiss.Index) -> tuple[str, int] | None:
     """("nprobe", nlist) for IVF indexes, ("efSearch", its cap) for HNSW, None when nothing to tune."""
     try:
@@ -80,8 +95,11 @@ def tune(
     ``{"search_params": {...}, "recall": {...}}`` for index.json; ``recall.reached`` says whether the
     target was met (at the knob's cap otherwise)."""
     k = target.k
-    _, exact = knn_ground_truth(queries, database(), k + 1, metric_type=faiss.METRIC_INNER_PRODUCT)
-    exact = _drop_rows(exact, rows, k)
+    if index.ntotal <= k + 1:
+        raise ValueError(
+            f"--target-recall: the index holds {index.ntotal} vectors; --recall-k {k} needs more than {k + 1}"
+        )
+    exact = _drop_rows(exact_neighbours(queries, database(), k + 1), rows, k)
 
     def measure(value: int | None) -> float:
         if value is not None:
@@ -102,7 +120,9 @@ def tune(
             if tried[value] >= target.target or value >= cap:
                 break
             value = min(2 * value, cap)
-        low = max((v for v in tried if tried[v] < target.target), default=0)
+        # FAISS searches HNSW with max(efSearch, k): settings at or below k are all the same one
+        floor = 0 if name == "nprobe" else k
+        low = max((v for v in tried if tried[v] < target.target), default=floor)
         if tried[value] >= target.target:
             while value - low > 1:  # bisect between the last miss and the first hit
                 mid = (low + value) // 2
@@ -139,7 +159,8 @@ def tune_index(out_dir: Path, pairs: list[tuple[Path, dict]], vectors: np.ndarra
         queries = sample_rows(pairs, rows)
 
         def database() -> Iterable[np.ndarray]:
-            return (np.asarray(v, dtype=np.float32) for _, _, v in iter_shards(pairs, mapped=True))
+            shards = iter_shards(pairs, mapped=True, check_duplicates=False, verify=False)  # checked when indexed
+            return (np.asarray(v, dtype=np.float32) for _, _, v in shards)
 
     result = tune(index, queries, rows, database, target)
     update_index_meta(out_dir, result)

@@ -13,6 +13,7 @@ from pathlib import Path
 from jfe.atomic import atomic_write_text
 
 COMPLETE_FILE = "jfe_complete.json"
+TRAINER_STATE = "trainer_state.json"  # HF's name for it
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -30,10 +31,16 @@ def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
 
 def latest_complete(output_dir: str | os.PathLike) -> tuple[Path | None, list[Path]]:
     """The newest complete checkpoint of ``output_dir`` (None if none), and the incomplete ones newer
-    than it (left by a run stopped while writing them)."""
+    than it (left by a run stopped while writing them).
+
+    A run from before jfe marked checkpoints has no mark at all: its newest checkpoint holding the
+    Trainer's state (written last, by the main process) counts as complete."""
+    found = checkpoints(output_dir)
+    legacy = not any((folder / COMPLETE_FILE).is_file() for folder in found)
+    done = TRAINER_STATE if legacy else COMPLETE_FILE
     newer: list[Path] = []
-    for folder in reversed(checkpoints(output_dir)):
-        if (folder / COMPLETE_FILE).is_file():
+    for folder in reversed(found):
+        if (folder / done).is_file():
             return folder, newer[::-1]
         newer.append(folder)
     return None, newer[::-1]

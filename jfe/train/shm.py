@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import torch.distributed as dist
+from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
 
@@ -38,3 +39,11 @@ def release_allreduce_buffer() -> Path | None:
         return None
     logger.debug("unlinked %s (DeepSpeed keeps its mapping)", path)
     return path
+
+
+class ReleaseAllreduceBuffer(TrainerCallback):
+    """:func:`release_allreduce_buffer` once training begins: a one-rank DeepSpeed run initialises its
+    communicator (and maps its file) only inside ``Trainer.train()``."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        release_allreduce_buffer()

@@ -25,11 +25,11 @@ from jfe.data.mbeir import CandidatePool, MBeirLayout, load_queries
 from jfe.data.mimic import MimicOptions
 from jfe.data.pairs import InMemoryPool, load_pairs
 from jfe.data.sampler import TaskBatchSampler
-from jfe.train.checkpoints import latest_complete, mark_complete
+from jfe.train.checkpoints import COMPLETE_FILE, latest_complete, mark_complete
 from jfe.train.config import TrainConfig, deepspeed_stage
 from jfe.train.finalize import write_final
 from jfe.train.model import ContrastiveModel, load_embedder, training_device
-from jfe.train.shm import release_allreduce_buffer
+from jfe.train.shm import ReleaseAllreduceBuffer, release_allreduce_buffer
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,11 @@ class EmbeddingTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         # HF deletes old checkpoints (save_total_limit) before jfe can mark the new one complete; a run
         # killed in between would keep no complete checkpoint, so jfe rotates once the mark is written
+        run_dir = self._get_output_dir(trial=trial)
+        folder = Path(run_dir) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:  # a run writing this step's folder again: not complete until it is done
+            (folder / COMPLETE_FILE).unlink(missing_ok=True)
+        self.accelerator.wait_for_everyone()
         limit, self.args.save_total_limit = self.args.save_total_limit, None
         try:
             super()._save_checkpoint(model, trial)
@@ -94,9 +99,7 @@ class EmbeddingTrainer(Trainer):
             self.args.save_total_limit = limit
         self.accelerator.wait_for_everyone()  # every rank's part (its optimizer shard, its RNG state) is written
         if self.args.should_save:
-            run_dir = self._get_output_dir(trial=trial)
-            mark_complete(Path(run_dir) / f"checkpoint-{self.state.global_step}", self.state.global_step,
-                          self.args.world_size)  # fmt: skip
+            mark_complete(folder, self.state.global_step, self.args.world_size)
             rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)  # fmt: skip
 
@@ -224,7 +227,8 @@ def prepare(config: TrainConfig, callbacks: list | None = None) -> PreparedRun:
         callbacks=callbacks,
     )
     if trainer.is_deepspeed_enabled:
-        release_allreduce_buffer()
+        release_allreduce_buffer()  # several ranks: DeepSpeed's comms are up already (init_distributed above)
+        trainer.add_callback(ReleaseAllreduceBuffer())  # one rank: they come up inside train()
     if trainer.is_world_process_zero():
         # lets `jfe export` rebuild a merged model from any checkpoint of this run
         RunStart(config.to_dict(), base_model).write(config.output_dir)

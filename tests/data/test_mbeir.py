@@ -203,3 +203,20 @@ def test_repeated_qids_are_separate_queries_when_allowed(mbeir_root):
     queries = load_queries(path, mbeir_root, allow_duplicate_ids=True)
     assert [q.id for q in queries] == ["1:1", "1:2", "1:1", "1:1"]
     assert queries[0] == queries[2] == queries[3]
+
+
+def test_an_escaping_image_path_fails_when_the_pool_is_read(tmp_path):
+    import json
+
+    from jfe.data.jsonl import DataFormatError
+    from jfe.data.mbeir import CandidatePool
+
+    rows = [{"did": "1:1", "txt": "a", "img_path": "images/a.jpg", "modality": "image,text"},
+            {"did": "1:2", "txt": "b", "img_path": "images/../../secret.jpg", "modality": "image,text"}]  # fmt: skip
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataFormatError, match=r"pool.jsonl:2: image path 'images/../../secret.jpg' leaves"):
+        CandidatePool.load(tmp_path / "pool.jsonl", tmp_path)
+    # inside the root, "." included, paths resolve as os.path.join then normpath would
+    (tmp_path / "pool.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    assert CandidatePool.load(tmp_path / "pool.jsonl", ".").records()[0].image == "images/a.jpg"
+    assert CandidatePool.load(tmp_path / "pool.jsonl", tmp_path)["1:1"].image == str(tmp_path / "images/a.jpg")

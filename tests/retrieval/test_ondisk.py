@@ -52,6 +52,8 @@ def test_on_disk_build_equals_faiss_in_memory(pool, tmp_path):
     shutil.move(out, moved)
     index, loaded_ids, _ = load_index(moved)
     assert loaded_ids == ids and index.ntotal == 6000
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.read_only  # a read-only mount is fine
     direct = _direct(x)
     queries = clustered(200, 24, 60, seed=4)
     for nprobe in (1, 4):

@@ -153,3 +153,17 @@ def test_rewriting_a_shard_replaces_it(tmp_path):
     assert ids == ["c"]
     np.testing.assert_array_equal(emb, _emb(1, 3, seed=5))
     assert not [p for p in d.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_a_failed_write_keeps_its_errno(tmp_path, monkeypatch):
+    import errno
+
+    from jfe.retrieval import shards
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shards, "save_file", full)
+    with pytest.raises(OSError, match=r"s: writing the shard failed \(.*No space left.*\); it stays incomplete") as err:
+        write_shard(tmp_path / "s", ["a"], _emb(1, 2))
+    assert err.value.errno == errno.ENOSPC

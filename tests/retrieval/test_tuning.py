@@ -70,6 +70,7 @@ def test_hnsw_stores_ef_search(shard, tmp_path):
                 "--recall-queries", "200"])  # fmt: skip
     meta = json.loads((out / "index.json").read_text())
     assert set(meta["search_params"]) == {"efSearch"} and meta["recall"]["measured"] >= 0.99
+    assert meta["search_params"]["efSearch"] > K  # FAISS searches at max(efSearch, k): smaller says nothing
     index, _, _ = load_index(out)
     assert faiss.downcast_index(index).hnsw.efSearch == 16  # loading alone does not apply it; search does
 
@@ -90,3 +91,20 @@ def test_an_unreachable_target_fails_naming_the_cap_and_keeps_the_index(shard, t
 def test_a_target_outside_0_1_is_refused(shard, tmp_path, value):
     with pytest.raises(ValueError, match=rf"--target-recall must be in \(0, 1\], got {value}"):
         index_main(["--embeddings", str(shard[1]), "--out", str(tmp_path / "x"), "--target-recall", value])
+
+
+def test_exact_neighbours_over_blocks_smaller_than_k_equal_brute_force():
+    from jfe.retrieval.tuning import exact_neighbours
+
+    x = clustered(23, 8, 3, seed=9)
+    queries = x[:5]
+    blocks = [x[i : i + 3] for i in range(0, len(x), 3)]  # the last block holds 2 rows
+    _, truth = exact_topk(x, queries, 7)
+    np.testing.assert_array_equal(exact_neighbours(queries, iter(blocks), 7), truth)
+
+
+def test_a_pool_no_larger_than_k_is_refused(tmp_path):
+    folder = tmp_path / "emb"
+    write_shard(folder, [f"d{i}" for i in range(11)], clustered(11, 8, 2, seed=0))
+    with pytest.raises(ValueError, match=r"the index holds 11 vectors; --recall-k 10 needs more than 11"):
+        index_main(["--embeddings", str(folder), "--out", str(tmp_path / "i"), "--target-recall", "0.9"])
