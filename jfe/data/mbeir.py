@@ -148,10 +148,6 @@ def image_resolver(images_root: str | os.PathLike | None) -> Callable[..., str |
     return resolve
 
 
-def _resolve(images_root: Path | None, rel: str | None, where: Callable[[], str] | None = None) -> str | None:
-    return image_resolver(images_root)(rel, where)
-
-
 def check_modality(value: object, field: str, where: Callable[[], str]) -> None:
     if value not in MODALITIES:
         allowed = ", ".join(repr(m) for m in MODALITIES)
@@ -165,6 +161,7 @@ class CandidatePool:
         self.table = table
         self.path = path
         self.images_root = images_root
+        self._resolve = image_resolver(images_root)
         dids = table.data.column("did").to_pylist()  # one Arrow call; row-wise access is slow on millions
         self._row = {did: i for i, did in enumerate(dids)}
         if len(self._row) != len(dids):
@@ -190,9 +187,8 @@ class CandidatePool:
             # so a pool that escapes fails when read, not when a rank reaches that row
             paths = pc.fill_null(data.column("img_path"), "")
             odd = pc.or_(pc.starts_with(paths, os.sep), pc.match_substring(paths, os.pardir))
-            resolve = image_resolver(self.images_root)
             for row in pc.indices_nonzero(odd).to_pylist():
-                resolve(paths[row].as_py(), self._where(row))
+                self._resolve(paths[row].as_py(), self._where(row))
         empty = [pc.fill_null(pc.equal(pc.utf8_length(data.column(c)), 0), True) for c in ("txt", "img_path")]
         neither = pc.and_(*empty)
         if pc.any(neither).as_py():
@@ -218,7 +214,7 @@ class CandidatePool:
             row = self.table[self._row[did]]
         except KeyError:
             raise KeyError(f"did {did!r} is not in the candidate pool {self.path}") from None
-        image = _resolve(self.images_root, row["img_path"], self._where(self._row[did]))
+        image = self._resolve(row["img_path"], self._where(self._row[did]))
         return Record(did, row["txt"] or None, image, row["modality"])
 
     def records(self, rows: range | None = None) -> list[Record]:
@@ -228,7 +224,7 @@ class CandidatePool:
         rows = range(len(self)) if rows is None else rows
         data = self.table.data.slice(rows.start, len(rows))
         dids, texts, images, modalities = (data.column(c).to_pylist() for c in ("did", "txt", "img_path", "modality"))
-        resolve = image_resolver(self.images_root)
+        resolve = self._resolve
         with gc_paused():
             return [
                 Record(did, text or None, resolve(image, self._where(row)) if image else None, modality)
@@ -257,7 +253,7 @@ def load_queries(
     # column by column: one Arrow conversion each, much faster than row dicts on a million queries
     fields = ("qid", "query_txt", "query_img_path", "query_modality", "pos_cand_list", "neg_cand_list", "task_id")
     columns = [table.column(key).to_pylist() for key in fields]
-    root = Path(images_root) if images_root else None
+    resolve = image_resolver(images_root or None)
     name = dataset or dataset_name_from_path(path)
     queries = []
     seen: set[str] = set()
@@ -280,7 +276,7 @@ def load_queries(
             Query(
                 id=qid,
                 text=text or None,
-                image=_resolve(root, image, where),
+                image=resolve(image, where),
                 modality=modality,
                 positives=tuple(positives),
                 negatives=tuple(d for d in negatives if d),  # a null negative names nothing to draw

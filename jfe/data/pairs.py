@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from jfe.data.jsonl import DataFormatError, line_of_row, read_jsonl
-from jfe.data.mbeir import Query, Record, _resolve, dataset_id_of
+from jfe.data.mbeir import Query, Record, dataset_id_of, image_resolver
 
 # Fixed types, as for M-BEIR (jfe.data.mbeir): an optional field first set late in a large file
 # reads like any other, and fields not named here are ignored.
@@ -76,7 +76,7 @@ def _item(obj, where: str, root: Path | None, confine: bool = False) -> tuple[st
     if image is not None and root is not None:
         if confine:
             try:
-                _resolve(root, image)  # refuses a path that leaves the images root
+                image_resolver(root)(image)  # refuses a path that leaves the images root
             except DataFormatError as err:
                 raise _RowError(f"{where}: {err}") from None
         image = os.fspath(root / image)

@@ -23,7 +23,7 @@ from jfe.retrieval.multi_index import (
 from jfe.retrieval.multi_shards import read_multi_embeddings
 from jfe.retrieval.ondisk import build_on_disk
 from jfe.retrieval.search import merge_topk, search, write_trec_run
-from jfe.retrieval.shards import read_embeddings, single_shards
+from jfe.retrieval.shards import concatenate, single_shards
 from jfe.retrieval.trec import read_qrels, read_run
 from jfe.retrieval.tuning import RecallTarget, tune_index
 
@@ -81,15 +81,15 @@ def index_main(argv: list[str] | None = None) -> int:
         meta = build_on_disk(pairs, out, args.factory, args.train_size, args.seed)
         count, dim = meta["count"], meta["dim"]
         where = f"{out} (inverted lists on disk: {IVFDATA_FILE})"
+        index = None  # its lists are on disk: tuning maps them
     else:
-        ids, vectors = read_embeddings(args.embeddings)
+        ids, vectors = concatenate(pairs)
         index = build_index(vectors, ids, args.factory, train_size=args.train_size, seed=args.seed, use_gpu=args.gpu)
         save_index(index, ids, out, factory=args.factory)
         count, dim, where = len(ids), vectors.shape[1], str(out)
-        del index
     print(f"indexed {count} vectors of dim {dim} ({args.factory}) into {where}")
     if target is not None:
-        tuned = tune_index(out, pairs, vectors, target)
+        tuned = tune_index(out, pairs, vectors, target, index)
         print(recall_line(tuned))
         if not tuned["recall"]["reached"]:
             raise ValueError(

@@ -333,7 +333,11 @@ def read_embeddings(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple
     read-only: indexing a large pool then costs no second gigabyte-sized copy, pages are read as
     FAISS touches them. Several shards (or float16) are copied into one writable array.
     """
-    pairs = single_shards(paths)
+    return concatenate(single_shards(paths))
+
+
+def concatenate(pairs: list[tuple[Path, dict]]) -> tuple[list[str], np.ndarray]:
+    """:func:`read_embeddings` of the shards :func:`single_shards` found."""
     total, dim = sum(m["count"] for _, m in pairs), pairs[0][1]["dim"]
     if len(pairs) == 1:
         ((_, ids, emb),) = iter_shards(pairs, mapped=True)

@@ -10,7 +10,7 @@ labelled query set, not a guarantee.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,11 +87,11 @@ def tune(
     index: faiss.Index,
     queries: np.ndarray,
     rows: np.ndarray,
-    database: Callable[[], Iterable[np.ndarray]],
+    database: Iterable[np.ndarray],
     target: RecallTarget,
 ) -> dict:
     """The smallest setting of the index's knob reaching ``target``; ``queries`` are the vectors at
-    ``rows`` of the index, ``database()`` yields every indexed vector in blocks, in order. Returns
+    ``rows`` of the index, ``database`` is every indexed vector in blocks, in order. Returns
     ``{"search_params": {...}, "recall": {...}}`` for index.json; ``recall.reached`` says whether the
     target was met (at the knob's cap otherwise)."""
     k = target.k
@@ -99,15 +99,16 @@ def tune(
         raise ValueError(
             f"--target-recall: the index holds {index.ntotal} vectors; --recall-k {k} needs more than {k + 1}"
         )
-    exact = _drop_rows(exact_neighbours(queries, database(), k + 1), rows, k)
+    exact = _drop_rows(exact_neighbours(queries, database, k + 1), rows, k)
+    knob = _knob(index)
+    argument = {"nprobe": "nprobe", "efSearch": "ef_search"}[knob[0]] if knob else None  # set_search_params' name
 
     def measure(value: int | None) -> float:
         if value is not None:
-            set_search_params(index, **{"nprobe" if name == "nprobe" else "ef_search": value})
+            set_search_params(index, **{argument: value})
         _, found = index.search(queries, k + 1)
         return recall_at_k(_drop_rows(found, rows, k), exact)
 
-    knob = _knob(index)
     if knob is None:
         measured = measure(None)
         params, value = {}, None
@@ -129,7 +130,7 @@ def tune(
                 tried[mid] = measure(mid)
                 low, value = (low, mid) if tried[mid] >= target.target else (mid, value)
         measured = tried[value]
-        set_search_params(index, **{"nprobe" if name == "nprobe" else "ef_search": value})
+        set_search_params(index, **{argument: value})
         params = {name: value}
     return {
         "search_params": params,
@@ -144,24 +145,27 @@ def tune(
     }
 
 
-def tune_index(out_dir: Path, pairs: list[tuple[Path, dict]], vectors: np.ndarray | None, target: RecallTarget) -> dict:
-    """Tune the index saved in ``out_dir`` from the shards ``pairs`` (``vectors``: the same, in
-    memory, when the build read them) and record the result in its ``index.json``; returns it."""
-    index, _, meta = load_index(out_dir, mmap=True)
-    rows = query_rows(meta["count"], target)
+def tune_index(
+    out_dir: Path,
+    pairs: list[tuple[Path, dict]],
+    vectors: np.ndarray | None,
+    target: RecallTarget,
+    index: faiss.Index | None = None,
+) -> dict:
+    """Tune the index saved in ``out_dir`` from the shards ``pairs`` and record the result in its
+    ``index.json``; returns it. ``vectors`` and ``index``: the same, still in memory when the build
+    held them (else the vectors are read shard by shard and the index is mapped from disk)."""
+    if index is None:
+        index, _, _ = load_index(out_dir, mmap=True)
+    rows = query_rows(index.ntotal, target)
     if vectors is not None:
         queries = np.ascontiguousarray(vectors[rows], dtype=np.float32)
         step = 65536
-
-        def database() -> Iterable[np.ndarray]:
-            return (np.asarray(vectors[s : s + step], dtype=np.float32) for s in range(0, len(vectors), step))
+        database = (np.asarray(vectors[s : s + step], dtype=np.float32) for s in range(0, len(vectors), step))
     else:
         queries = sample_rows(pairs, rows)
-
-        def database() -> Iterable[np.ndarray]:
-            shards = iter_shards(pairs, mapped=True, check_duplicates=False, verify=False)  # checked when indexed
-            return (np.asarray(v, dtype=np.float32) for _, _, v in shards)
-
+        shards = iter_shards(pairs, mapped=True, check_duplicates=False, verify=False)  # checked when indexed
+        database = (np.asarray(v, dtype=np.float32) for _, _, v in shards)
     result = tune(index, queries, rows, database, target)
     update_index_meta(out_dir, result)
     return result
